@@ -1,0 +1,160 @@
+//! Ack ids as Go etp reads and writes them: `strconv.Atoi` on 64 bits, stored as `u64`
+//! by two's complement, written back as the `i64` decimal (PROTOCOL.md section 3).
+
+use std::fmt;
+
+use bytes::{BufMut, BytesMut};
+
+/// The longest written ack id: `-9223372036854775808`.
+pub(crate) const MAX_LEN: usize = 20;
+
+/// Why an ack id failed to parse, in Go's two categories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AckIdError {
+    /// Not `[+-]?[0-9]+`.
+    Syntax,
+    /// A valid number outside the `i64` range.
+    Range,
+}
+
+/// Parses the ack id at the start of `rest` (everything after the first `||`).
+///
+/// Returns the id and, for the 3-part form, where the data starts in `rest`. The scan
+/// stops at the first byte that is not a digit, so the data is never read. Errors are
+/// decided in Go's order: `ParseUint` reports an overflow of `u64` as soon as it
+/// happens, a bad byte when it meets it, and the `i64` range only after a full scan.
+pub(crate) fn parse_prefix(rest: &[u8]) -> Result<(u64, Option<usize>), AckIdError> {
+    let (negative, digits_start) = match rest.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    let mut magnitude: u64 = 0;
+    let mut end = digits_start;
+    while let Some(&byte) = rest.get(end) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        magnitude = magnitude
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u64::from(digit)))
+            .ok_or(AckIdError::Range)?;
+        end += 1;
+    }
+    let data_start = match &rest[end..] {
+        [] => None,
+        [b'|', b'|', ..] => Some(end + 2),
+        _ => return Err(AckIdError::Syntax),
+    };
+    if end == digits_start {
+        return Err(AckIdError::Syntax);
+    }
+    let id = to_twos_complement(negative, magnitude).ok_or(AckIdError::Range)?;
+    Ok((id, data_start))
+}
+
+/// The `u64` holding the `i64` value `±magnitude`, or `None` outside the `i64` range.
+fn to_twos_complement(negative: bool, magnitude: u64) -> Option<u64> {
+    const I64_MIN_MAGNITUDE: u64 = 1 << 63;
+    match (negative, magnitude) {
+        (false, m) if m < I64_MIN_MAGNITUDE => Some(m),
+        (true, m) if m <= I64_MIN_MAGNITUDE => Some(m.wrapping_neg()),
+        _ => None,
+    }
+}
+
+/// Appends the `i64` decimal of `id` (so `u64::MAX` is written `-1`).
+pub(crate) fn write(id: u64, dst: &mut BytesMut) {
+    let mut buf = [0u8; MAX_LEN];
+    dst.put_slice(format_into(id, &mut buf));
+}
+
+fn format_into(id: u64, buf: &mut [u8; MAX_LEN]) -> &[u8] {
+    let value = id as i64;
+    let mut magnitude = value.unsigned_abs();
+    let mut start = MAX_LEN;
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        start -= 1;
+        buf[start] = b'-';
+    }
+    &buf[start..]
+}
+
+/// Debug-prints an ack id as it appears on the wire (the `i64` decimal).
+pub(crate) struct WireId(pub(crate) u64);
+
+impl fmt::Debug for WireId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&(self.0 as i64), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(id: u64) -> String {
+        let mut buf = [0u8; MAX_LEN];
+        String::from_utf8(format_into(id, &mut buf).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn writes_the_i64_decimal() {
+        assert_eq!(written(0), "0");
+        assert_eq!(written(9), "9");
+        assert_eq!(written(1 << 53), "9007199254740992");
+        assert_eq!(written(u64::MAX), "-1");
+        assert_eq!(written(i64::MAX as u64), "9223372036854775807");
+        assert_eq!(written(i64::MIN as u64), "-9223372036854775808");
+    }
+
+    #[test]
+    fn parses_like_go_atoi() {
+        assert_eq!(parse_prefix(b"5"), Ok((5, None)));
+        assert_eq!(parse_prefix(b"+9||x"), Ok((9, Some(4))));
+        assert_eq!(parse_prefix(b"009||"), Ok((9, Some(5))));
+        assert_eq!(parse_prefix(b"-1"), Ok((u64::MAX, None)));
+        assert_eq!(parse_prefix(b"-0"), Ok((0, None)));
+        assert_eq!(
+            parse_prefix(b"9223372036854775807"),
+            Ok((i64::MAX as u64, None))
+        );
+        assert_eq!(parse_prefix(b"-9223372036854775808"), Ok((1 << 63, None)));
+        assert_eq!(parse_prefix(b"9223372036854775808"), Err(AckIdError::Range));
+        assert_eq!(
+            parse_prefix(b"-9223372036854775809"),
+            Err(AckIdError::Range)
+        );
+        assert_eq!(parse_prefix(b""), Err(AckIdError::Syntax));
+        assert_eq!(parse_prefix(b"+"), Err(AckIdError::Syntax));
+        assert_eq!(parse_prefix(b"-||x"), Err(AckIdError::Syntax));
+        assert_eq!(parse_prefix(b" 1"), Err(AckIdError::Syntax));
+        assert_eq!(parse_prefix(b"1_000"), Err(AckIdError::Syntax));
+        assert_eq!(parse_prefix(b"0x10"), Err(AckIdError::Syntax));
+        assert_eq!(parse_prefix(b"1|"), Err(AckIdError::Syntax));
+        assert_eq!(parse_prefix(b"1|x||"), Err(AckIdError::Syntax));
+        assert_eq!(parse_prefix(b"++1"), Err(AckIdError::Syntax));
+    }
+
+    #[test]
+    fn u64_overflow_is_reported_before_a_later_bad_byte_as_go_does() {
+        assert_eq!(
+            parse_prefix(b"99999999999999999999x"),
+            Err(AckIdError::Range)
+        );
+        // Fits u64, so the bad byte is met first.
+        assert_eq!(
+            parse_prefix(b"9223372036854775808x"),
+            Err(AckIdError::Syntax)
+        );
+    }
+}

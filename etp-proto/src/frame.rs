@@ -1,0 +1,377 @@
+//! The etp frame grammar: `eventName||ackId[||eventData]`.
+//!
+//! This is the only module that knows the `||` separator. Decoding is exactly Go's
+//! `bytes.SplitN(msg, "||", 3)` followed by `strconv.Atoi` on the ack id (PROTOCOL.md
+//! sections 2 and 3); encoding is byte-exact Go etp v3/v4 output.
+
+use std::fmt;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::ack_id::{self, AckIdError};
+
+/// The separator between the parts of a frame.
+const SEPARATOR: &[u8; 2] = b"||";
+
+/// The name prefix that marks an acknowledgement reply (`__ack_<eventName>`).
+pub const ACK_PREFIX: &[u8] = b"__ack_";
+
+/// One decoded etp frame. Name and data are zero-copy slices of the received message.
+///
+/// ```
+/// use bytes::Bytes;
+/// use etp_proto::Frame;
+///
+/// let frame = Frame::parse(Bytes::from_static(b"hello||7||a||b")).unwrap();
+/// assert_eq!(frame.name(), b"hello");
+/// assert_eq!(frame.ack_id(), 7);
+/// assert_eq!(frame.data().map(|d| &d[..]), Some(&b"a||b"[..]));
+/// assert!(!frame.is_ack());
+///
+/// // The 2-part form carries no data at all, which differs from empty data.
+/// assert_eq!(Frame::parse(Bytes::from_static(b"ping||0")).unwrap().data(), None);
+/// assert_eq!(
+///     Frame::parse(Bytes::from_static(b"ping||0||")).unwrap().data(),
+///     Some(&Bytes::new())
+/// );
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    name: Bytes,
+    ack_id: u64,
+    data: Option<Bytes>,
+}
+
+/// How empty data is written when encoding a frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// Byte-exact Go etp v3/v4: the third part is omitted when the data is empty
+    /// (`ev||0`). Go peers read both forms.
+    #[default]
+    Compact,
+    /// Always write the third `||` (`ev||0||`): the JavaScript client 2.0.2 rejects
+    /// 2-part frames, so use this towards JS peers.
+    ThreePart,
+}
+
+impl Frame {
+    /// A frame from its parts, for encoding or comparison.
+    ///
+    /// No validation happens here: [`validate_event_name`] says whether a name can be
+    /// sent so that the peer decodes the same name back.
+    pub fn new(name: Bytes, ack_id: u64, data: Option<Bytes>) -> Self {
+        Self { name, ack_id, data }
+    }
+
+    /// Decodes one WebSocket message (text or binary) as an etp frame.
+    ///
+    /// Only the `name||ackId||` prefix is scanned; the data is sliced off without being
+    /// read, so the cost does not grow with the data length.
+    pub fn parse(mut msg: Bytes) -> Result<Self, FrameError> {
+        let Some(name_end) = find_separator(&msg) else {
+            return Err(FrameError::MissingSeparator { message: msg });
+        };
+        let name = msg.split_to(name_end);
+        // `msg` now starts with the separator and holds the ack id and any data.
+        let (ack_id, data_start) = match ack_id::parse_prefix(&msg[SEPARATOR.len()..]) {
+            Ok(parsed) => parsed,
+            Err(err) => return Err(ack_error(err, &msg)),
+        };
+        // Advancing moves the data out without another reference-count bump.
+        let data = data_start.map(|start| {
+            msg.advance(SEPARATOR.len() + start);
+            msg
+        });
+        Ok(Self { name, ack_id, data })
+    }
+
+    /// The event name (for an ack reply, including the `__ack_` prefix).
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// The event name as a shared slice of the received message.
+    pub fn name_bytes(&self) -> &Bytes {
+        &self.name
+    }
+
+    /// The ack id: 0 when no acknowledgement is wanted. Negative Go ids are stored by
+    /// two's complement (`-1` is `u64::MAX`).
+    pub fn ack_id(&self) -> u64 {
+        self.ack_id
+    }
+
+    /// The data: `None` for the 2-part form `name||id`, `Some` (possibly empty) for
+    /// `name||id||data`.
+    pub fn data(&self) -> Option<&Bytes> {
+        self.data.as_ref()
+    }
+
+    /// True when the name starts with `__ack_`: the frame answers one of our requests.
+    pub fn is_ack(&self) -> bool {
+        self.name.starts_with(ACK_PREFIX)
+    }
+
+    /// Splits the frame into its name, ack id and data without copying.
+    pub fn into_parts(self) -> (Bytes, u64, Option<Bytes>) {
+        (self.name, self.ack_id, self.data)
+    }
+
+    /// Appends this frame's wire form to `dst`.
+    ///
+    /// A frame whose data is `None` or empty is written in the 2-part form by
+    /// [`Encoding::Compact`], exactly as Go does.
+    pub fn encode(&self, encoding: Encoding, dst: &mut BytesMut) {
+        let data = self.data.as_deref().unwrap_or_default();
+        encode(&[&self.name], self.ack_id, data, encoding, dst);
+    }
+}
+
+impl fmt::Debug for Frame {
+    // Lengths, not payloads: frames can be large and hold user data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Frame")
+            .field("name", &String::from_utf8_lossy(&self.name))
+            .field("ack_id", &ack_id::WireId(self.ack_id))
+            .field("data_len", &self.data.as_ref().map(Bytes::len))
+            .finish()
+    }
+}
+
+/// Appends `name_parts.concat() || ack_id [|| data]` to `dst`.
+///
+/// The name comes in parts so that an ack reply (`__ack_` + name) is written without
+/// first concatenating it.
+pub(crate) fn encode(
+    name_parts: &[&[u8]],
+    ack_id: u64,
+    data: &[u8],
+    encoding: Encoding,
+    dst: &mut BytesMut,
+) {
+    let name_len: usize = name_parts.iter().map(|p| p.len()).sum();
+    let with_data = !data.is_empty() || encoding == Encoding::ThreePart;
+    dst.reserve(name_len + 2 + ack_id::MAX_LEN + if with_data { 2 + data.len() } else { 0 });
+    for part in name_parts {
+        dst.put_slice(part);
+    }
+    dst.put_slice(SEPARATOR);
+    ack_id::write(ack_id, dst);
+    if with_data {
+        dst.put_slice(SEPARATOR);
+        dst.put_slice(data);
+    }
+}
+
+/// Appends the reply to a request named `name` with ack id `ack_id`:
+/// `__ack_<name>||<ack_id>[||data]`.
+pub fn encode_ack_reply(
+    name: &[u8],
+    ack_id: u64,
+    data: &[u8],
+    encoding: Encoding,
+    dst: &mut BytesMut,
+) {
+    encode(&[ACK_PREFIX, name], ack_id, data, encoding, dst);
+}
+
+/// Appends an event frame `name||ack_id[||data]` after checking that the peer will
+/// decode the same name back.
+pub fn encode_event(
+    name: &[u8],
+    ack_id: u64,
+    data: &[u8],
+    encoding: Encoding,
+    dst: &mut BytesMut,
+) -> Result<(), NameError> {
+    validate_event_name(name)?;
+    encode(&[name], ack_id, data, encoding, dst);
+    Ok(())
+}
+
+/// Checks that `name` can be sent as an event name.
+///
+/// Refused, because the peer would decode something else (PROTOCOL.md section 8.10):
+/// names containing `||`, names ending in `|` (`a|` + `||` reads back as `a` then
+/// `|`), and names starting with `__ack_` (the peer would take the event for an ack
+/// reply). The empty name is allowed, as in Go.
+pub fn validate_event_name(name: &[u8]) -> Result<(), NameError> {
+    if name.starts_with(ACK_PREFIX) {
+        Err(NameError::ReservedAckPrefix)
+    } else if find_separator(name).is_some() {
+        Err(NameError::ContainsSeparator)
+    } else if name.last() == Some(&b'|') {
+        Err(NameError::EndsWithPipe)
+    } else {
+        Ok(())
+    }
+}
+
+/// The index of the leftmost `||`, as Go's `bytes.SplitN` finds it.
+fn find_separator(haystack: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'|', &haystack[from..]) {
+        let i = from + i;
+        match haystack.get(i + 1) {
+            Some(b'|') => return Some(i),
+            // The byte after this '|' is not a '|', so no separator can start there.
+            Some(_) => from = i + 2,
+            None => return None,
+        }
+        if from >= haystack.len() {
+            return None;
+        }
+    }
+    None
+}
+
+/// Builds the error for a bad ack id. `tail` starts with the first separator; the ack id
+/// text is what lies between it and the next separator (or the end), as in Go.
+#[cold]
+fn ack_error(err: AckIdError, tail: &Bytes) -> FrameError {
+    let rest = tail.slice(SEPARATOR.len()..);
+    let ack = match find_separator(&rest) {
+        Some(end) => rest.slice(..end),
+        None => rest,
+    };
+    match err {
+        AckIdError::Syntax => FrameError::InvalidAckId { ack },
+        AckIdError::Range => FrameError::AckIdOutOfRange { ack },
+    }
+}
+
+/// Why a received message is not an etp frame. Messages match Go etp's word for word.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The message has no `||` at all (this includes the empty message).
+    MissingSeparator {
+        /// The whole message.
+        message: Bytes,
+    },
+    /// The ack id is not an optionally signed run of ASCII digits.
+    InvalidAckId {
+        /// The ack id text as received.
+        ack: Bytes,
+    },
+    /// The ack id is a number outside the signed 64-bit range.
+    AckIdOutOfRange {
+        /// The ack id text as received.
+        ack: Bytes,
+    },
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingSeparator { message } => write!(
+                f,
+                "expected format: <eventName>||<ackId>||<eventData>, got: {}",
+                String::from_utf8_lossy(message)
+            ),
+            Self::InvalidAckId { ack } => write!(
+                f,
+                "parse ackId: strconv.Atoi: parsing {}: invalid syntax",
+                crate::go_quote::Quoted(ack)
+            ),
+            Self::AckIdOutOfRange { ack } => write!(
+                f,
+                "parse ackId: strconv.Atoi: parsing {}: value out of range",
+                crate::go_quote::Quoted(ack)
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for FrameError {
+    // Lengths, not payloads: the offending message may be a megabyte of user data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingSeparator { message } => f
+                .debug_struct("MissingSeparator")
+                .field("message_len", &message.len())
+                .finish(),
+            Self::InvalidAckId { ack } => f
+                .debug_struct("InvalidAckId")
+                .field("ack", &String::from_utf8_lossy(&ack[..ack.len().min(64)]))
+                .finish(),
+            Self::AckIdOutOfRange { ack } => f
+                .debug_struct("AckIdOutOfRange")
+                .field("ack", &String::from_utf8_lossy(&ack[..ack.len().min(64)]))
+                .finish(),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Why an event name cannot be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NameError {
+    /// The name contains `||`, the frame separator; etp has no escaping.
+    ContainsSeparator,
+    /// The name ends with `|`, which would merge with the separator.
+    EndsWithPipe,
+    /// The name starts with `__ack_`, which marks acknowledgement replies.
+    ReservedAckPrefix,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ContainsSeparator => {
+                "event name contains \"||\", the etp frame separator (etp has no escaping)"
+            }
+            Self::EndsWithPipe => {
+                "event name ends with '|', which would merge with the \"||\" separator"
+            }
+            Self::ReservedAckPrefix => {
+                "event name starts with \"__ack_\", which is reserved for acknowledgement replies"
+            }
+        })
+    }
+}
+
+impl std::error::Error for NameError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &'static [u8]) -> Result<Frame, FrameError> {
+        Frame::parse(Bytes::from_static(s))
+    }
+
+    #[test]
+    fn separator_is_leftmost_non_overlapping() {
+        assert_eq!(find_separator(b"a|||b"), Some(1));
+        assert_eq!(find_separator(b"|a||"), Some(2));
+        assert_eq!(find_separator(b"a|b|c"), None);
+        assert_eq!(find_separator(b"|"), None);
+        assert_eq!(find_separator(b"||"), Some(0));
+        assert_eq!(find_separator(b"x|"), None);
+        assert_eq!(find_separator(b""), None);
+    }
+
+    #[test]
+    fn triple_pipe_moves_a_pipe_into_the_ack_id() {
+        let err = parse(b"a|||b").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "parse ackId: strconv.Atoi: parsing \"|b\": invalid syntax"
+        );
+    }
+
+    #[test]
+    fn ack_id_text_stops_at_the_second_separator() {
+        let err = parse(b"ev||1x||data||more").unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::InvalidAckId {
+                ack: Bytes::from_static(b"1x")
+            }
+        );
+    }
+}
