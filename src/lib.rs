@@ -1,10 +1,11 @@
-//! etp: the event transport protocol over WebSocket, wire-compatible with Go's
-//! `txix-open/etp` and its JavaScript client.
+#![doc = include_str!("../README.md")]
 //!
-//! Today this facade re-exports the sans-IO core, [`proto`] (`etp-proto`): the frame
-//! codec, the per-connection [`proto::Session`] state machine and the [`proto::Rooms`]
-//! registry. The runtime adapters chosen by the `tokio` (default) and `async-std`
-//! features are placeholders that export nothing yet.
+//! ## This crate
+//!
+//! Today the `etp` facade re-exports the sans-IO core as [`proto`] (`etp-proto`): the
+//! frame codec, the per-connection [`proto::Session`] state machine and the
+//! [`proto::Rooms`] registry. The runtime adapters chosen by the `tokio` (default) and
+//! `async-std` features are placeholders that export nothing yet.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
