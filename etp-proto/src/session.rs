@@ -243,10 +243,11 @@ impl<C> Session<C> {
             });
         }
         let timeout = timeout.unwrap_or(self.config.ack_timeout);
-        // An absurd timeout cannot overflow Instant: wait "forever" (about 100 years).
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        // An absurd timeout (Duration::MAX) must not overflow Instant: wait "forever".
+        const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let deadline = (now.checked_add(timeout))
+            .or_else(|| now.checked_add(FOREVER))
+            .unwrap_or(now);
         let id = self.acks.insert(ctx, deadline);
         let encoding = self.config.encoding;
         frame::encode(&[name], id, data, encoding, self.encode_buf());

@@ -697,3 +697,15 @@ fn events_and_replies_are_zero_copy_slices_of_the_message() {
     assert_eq!(event.data.as_ref().unwrap().as_ptr() as usize, base + 9);
     assert_eq!(event.reply.as_ref().unwrap().name().as_ptr() as usize, base);
 }
+
+#[test]
+fn an_unbounded_per_call_timeout_waits_without_overflowing_the_clock() {
+    let now = Instant::now();
+    let mut session: Session<&str> = Session::new(Config::default(), now);
+    session.emit_with_ack(b"q", b"", "forever", Some(Duration::MAX), now).unwrap();
+    let at = session.poll_timeout().expect("a deadline");
+    assert!(at > now + Duration::from_secs(365 * 24 * 3600));
+    session.handle_timeout(now + Duration::from_secs(365 * 24 * 3600));
+    assert!(outputs(&mut session).iter().all(|o| matches!(o, Output::Transmit(_))));
+    assert_eq!(session.pending_acks(), 1);
+}
