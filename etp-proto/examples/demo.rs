@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use etp_proto::{Config, Output, Rooms, Session};
 
+/// An application: what one side does with an event (name, data, reply token).
+type App = fn(&mut Session<&'static str>, &[u8], &[u8], Option<etp_proto::ReplyToken>);
+
 /// One side of the conversation.
 struct Peer {
     name: &'static str,
@@ -19,10 +22,7 @@ struct Peer {
 impl Peer {
     /// Drains the session, printing what it does; returns the frames to carry across.
     /// `handle` is this side's application: it answers events.
-    fn drain(
-        &mut self,
-        handle: fn(&mut Session<&'static str>, &[u8], &[u8], Option<etp_proto::ReplyToken>),
-    ) -> Vec<Bytes> {
+    fn drain(&mut self, handle: App) -> Vec<Bytes> {
         let mut frames = Vec::new();
         while let Some(output) = self.session.poll_output() {
             match output {

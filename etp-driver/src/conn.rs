@@ -1,0 +1,353 @@
+//! The connection handle the application holds: emit, ask, ping, close, rooms, data.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{self, AtomicBool, AtomicUsize};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+
+use crate::config::{ConnConfig, SlowConsumerPolicy};
+use crate::data::ConnData;
+use crate::error::{AckError, EmitError};
+use crate::hub::Hub;
+use crate::id::ConnId;
+
+/// What the application asks a connection's driver to do.
+pub(crate) enum Command {
+    Emit {
+        name: Bytes,
+        data: Bytes,
+        cost: usize,
+    },
+    EmitWithAck {
+        name: Bytes,
+        data: Bytes,
+        cost: usize,
+        timeout: Option<Duration>,
+        reply: AckSender,
+    },
+    Encoded {
+        frame: Bytes,
+        cost: usize,
+    },
+    Ping(oneshot::Sender<()>),
+    /// Close with 1000 once in-flight handlers are done (server shutdown) or at once.
+    Close {
+        drain: bool,
+    },
+    /// The outbound bound was crossed under [`SlowConsumerPolicy::Disconnect`].
+    SlowConsumer,
+    /// Stop now, without a close handshake (shutdown deadline passed).
+    Abort,
+}
+
+impl Command {
+    /// The bytes this command holds against the outbound bound.
+    pub(crate) fn cost(&self) -> usize {
+        match self {
+            Self::Emit { cost, .. }
+            | Self::EmitWithAck { cost, .. }
+            | Self::Encoded { cost, .. } => *cost,
+            _ => 0,
+        }
+    }
+}
+
+/// Where the driver sends the outcome of one `emit_with_ack`.
+pub(crate) type AckSender = oneshot::Sender<Result<Bytes, AckError>>;
+
+/// Name, separators and the longest ack id: what a frame adds to its data.
+const FRAME_OVERHEAD: usize = 2 + 20 + 2;
+
+/// The upgrade request a connection was opened with.
+#[derive(Debug)]
+pub struct Request {
+    pub(crate) parts: http::request::Parts,
+    pub(crate) remote_addr: Option<SocketAddr>,
+}
+
+impl Request {
+    /// A request from its parts and the peer's address.
+    pub fn new(parts: http::request::Parts, remote_addr: Option<SocketAddr>) -> Self {
+        Self { parts, remote_addr }
+    }
+
+    /// The request URI, with the query string.
+    pub fn uri(&self) -> &http::Uri {
+        &self.parts.uri
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.parts.headers
+    }
+
+    /// Values that earlier layers (an axum/tower middleware) attached to the request.
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.parts.extensions
+    }
+
+    /// The peer's address, when the transport knows it.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+
+    /// The value of one query parameter (first occurrence, not percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.uri()
+            .query()?
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+pub(crate) struct ConnInner {
+    id: ConnId,
+    request: Request,
+    data: ConnData,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Bytes queued in `commands` and not yet taken by the driver.
+    queued: AtomicUsize,
+    outbound_limit: usize,
+    policy: SlowConsumerPolicy,
+    closed: AtomicBool,
+    hub: Option<Weak<Hub>>,
+}
+
+/// One etp connection: a cheap, cloneable handle (server side or client side).
+///
+/// Emitting never waits for the network: frames are queued for the connection's
+/// driver, bounded in bytes by [`ConnConfig::outbound_limit`]. Handles stay valid after
+/// the connection ends; their commands then fail with [`EmitError::Closed`].
+#[derive(Clone)]
+pub struct Conn {
+    inner: Arc<ConnInner>,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        request: Request,
+        config: &ConnConfig,
+        hub: Option<Weak<Hub>>,
+    ) -> (Self, mpsc::UnboundedReceiver<Command>) {
+        let (commands, receiver) = mpsc::unbounded();
+        let inner = ConnInner {
+            id: ConnId::random(),
+            request,
+            data: ConnData::default(),
+            commands,
+            queued: AtomicUsize::new(0),
+            outbound_limit: config.outbound_limit,
+            policy: config.slow_consumer,
+            closed: AtomicBool::new(false),
+            hub,
+        };
+        (
+            Self {
+                inner: Arc::new(inner),
+            },
+            receiver,
+        )
+    }
+
+    /// The connection id: 32 lowercase hex characters when displayed.
+    pub fn id(&self) -> ConnId {
+        self.inner.id
+    }
+
+    /// The upgrade request: URI with query, headers, extensions, remote address.
+    pub fn request(&self) -> &Request {
+        &self.inner.request
+    }
+
+    /// The per-connection data store.
+    pub fn data(&self) -> &ConnData {
+        &self.inner.data
+    }
+
+    /// True once the connection has ended (or is closing).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(atomic::Ordering::Acquire)
+    }
+
+    /// Emits an event without asking for an acknowledgement.
+    pub fn emit(&self, name: &str, data: impl Into<Bytes>) -> Result<(), EmitError> {
+        etp_proto::validate_event_name(name.as_bytes())?;
+        let data = data.into();
+        let cost = name.len() + data.len() + FRAME_OVERHEAD;
+        let name = Bytes::copy_from_slice(name.as_bytes());
+        self.send(Command::Emit { name, data, cost })
+    }
+
+    /// Emits an event and waits for the peer's acknowledgement, at most the configured
+    /// default ack timeout. Fails at once with [`AckError::ConnectionClosed`] when the
+    /// connection ends first.
+    pub async fn emit_with_ack(
+        &self,
+        name: &str,
+        data: impl Into<Bytes>,
+    ) -> Result<Bytes, AckError> {
+        self.request_ack(name, data.into(), None).await
+    }
+
+    /// [`emit_with_ack`](Self::emit_with_ack) with its own deadline.
+    pub async fn emit_with_ack_timeout(
+        &self,
+        name: &str,
+        data: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Bytes, AckError> {
+        self.request_ack(name, data.into(), Some(timeout)).await
+    }
+
+    async fn request_ack(
+        &self,
+        name: &str,
+        data: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, AckError> {
+        etp_proto::validate_event_name(name.as_bytes()).map_err(EmitError::from)?;
+        let (reply, answer) = oneshot::channel();
+        let cost = name.len() + data.len() + FRAME_OVERHEAD;
+        let name = Bytes::copy_from_slice(name.as_bytes());
+        self.send(Command::EmitWithAck {
+            name,
+            data,
+            cost,
+            timeout,
+            reply,
+        })?;
+        // A dropped sender means the driver is gone: the connection ended.
+        answer.await.unwrap_or(Err(AckError::ConnectionClosed))
+    }
+
+    /// Queues an already encoded frame (a broadcast); never waits.
+    pub(crate) fn send_encoded(&self, frame: Bytes) -> Result<(), EmitError> {
+        let cost = frame.len();
+        self.send(Command::Encoded { frame, cost })
+    }
+
+    /// Sends a WebSocket ping and waits for the pong.
+    pub async fn ping(&self) -> Result<(), EmitError> {
+        let (done, pong) = oneshot::channel();
+        self.send(Command::Ping(done))?;
+        pong.await.map_err(|_| EmitError::Closed)
+    }
+
+    /// Closes the connection with code 1000. Pending acknowledgements fail at once; the
+    /// disconnect hook runs when the close handshake ends. Closing twice is harmless.
+    pub fn close(&self) {
+        let _ = self
+            .inner
+            .commands
+            .unbounded_send(Command::Close { drain: false });
+    }
+
+    /// Joins a room of the server this connection belongs to (idempotent). False for
+    /// client connections, which have no rooms, and for ended connections.
+    pub fn join(&self, room: &str) -> bool {
+        match self.hub() {
+            Some(hub) if !self.is_closed() => {
+                hub.join(room, self);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Leaves a room; true if the connection was in it.
+    pub fn leave(&self, room: &str) -> bool {
+        self.hub().is_some_and(|hub| hub.leave(room, self))
+    }
+
+    /// The rooms this connection is in, sorted.
+    pub fn rooms(&self) -> Vec<String> {
+        self.hub().map(|hub| hub.rooms_of(self)).unwrap_or_default()
+    }
+
+    fn hub(&self) -> Option<Arc<Hub>> {
+        self.inner.hub.as_ref()?.upgrade()
+    }
+
+    /// Queues a command against the outbound bound.
+    fn send(&self, command: Command) -> Result<(), EmitError> {
+        if self.is_closed() {
+            return Err(EmitError::Closed);
+        }
+        let cost = command.cost();
+        let inner = &self.inner;
+        let before = inner.queued.fetch_add(cost, atomic::Ordering::AcqRel);
+        if before + cost > inner.outbound_limit && cost > 0 {
+            inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
+            return Err(match inner.policy {
+                SlowConsumerPolicy::DropNew => EmitError::QueueFull {
+                    limit: inner.outbound_limit,
+                },
+                SlowConsumerPolicy::Disconnect => {
+                    let _ = inner.commands.unbounded_send(Command::SlowConsumer);
+                    EmitError::SlowConsumer
+                }
+            });
+        }
+        inner.commands.unbounded_send(command).map_err(|_| {
+            inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
+            EmitError::Closed
+        })
+    }
+
+    /// The driver took a command off the queue.
+    pub(crate) fn dequeued(&self, cost: usize) {
+        self.inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.inner.closed.store(true, atomic::Ordering::Release);
+    }
+
+    pub(crate) fn command(&self, command: Command) {
+        let _ = self.inner.commands.unbounded_send(command);
+    }
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.inner.id)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+// Connections are identified by their id: rooms order and deduplicate them by it.
+impl PartialEq for Conn {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+impl Eq for Conn {}
+
+impl PartialOrd for Conn {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Conn {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.inner.id.cmp(&other.inner.id)
+    }
+}
+
+impl Hash for Conn {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.inner.id.hash(state);
+    }
+}

@@ -1,0 +1,612 @@
+//! The per-connection driver: one future that moves bytes between a WebSocket and a
+//! [`Session`], runs the handlers, fires the timers, and reports how the connection
+//! ended.
+//!
+//! Reading and writing never block each other: each turn of [`Driver::poll_run`]
+//! takes what is ready from every source (commands, finished handlers, the socket,
+//! the timer), feeds the socket as much as it accepts, and flushes once per batch.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use etp_proto::{AckFailure, CloseReason, Output, ProtocolError, ReplyToken, Session};
+
+use crate::conn::{AckSender, Command, Conn};
+use crate::error::{AckError, DisconnectReason, Error, panic_message};
+use crate::handler::{BoxFuture, Event, Registry};
+use crate::runtime::Runtime;
+
+/// A WebSocket as the driver needs it: a stream of received messages and a sink of
+/// messages to send (tokio-tungstenite's and async-tungstenite's `WebSocketStream`).
+pub trait WebSocket:
+    Stream<Item = Result<Message, tungstenite::Error>>
+    + Sink<Message, Error = tungstenite::Error>
+    + Send
+    + Unpin
+    + 'static
+{
+}
+
+impl<T> WebSocket for T where
+    T: Stream<Item = Result<Message, tungstenite::Error>>
+        + Sink<Message, Error = tungstenite::Error>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// Messages read per turn before the other sources get a look in.
+const READ_BATCH: usize = 32;
+/// Bytes waiting for the socket above which the driver stops taking new work.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Turns of the loop per poll before yielding to other tasks.
+const TURNS_PER_POLL: usize = 16;
+
+/// One running handler: its future, and the request it must answer.
+struct HandlerTask {
+    future: BoxFuture<Bytes>,
+    reply: Option<ReplyToken>,
+    name: Bytes,
+}
+
+/// What a finished handler leaves behind.
+struct HandlerDone {
+    reply: Option<ReplyToken>,
+    outcome: Result<Bytes, String>,
+    name: Bytes,
+}
+
+impl Future for HandlerTask {
+    type Output = HandlerDone;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<HandlerDone> {
+        let this = &mut *self;
+        // A panicking handler is contained here and reported; the request it owed an
+        // answer still gets one (empty).
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx)));
+        let outcome = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(data)) => Ok(data),
+            Err(panic) => Err(panic_message(&*panic)),
+        };
+        Poll::Ready(HandlerDone {
+            reply: this.reply.take(),
+            outcome,
+            name: std::mem::take(&mut this.name),
+        })
+    }
+}
+
+/// How far along the close is.
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// Shutdown asked for: finish the running handlers, then close with 1000.
+    Draining,
+    /// Our close frame is queued or sent; waiting for the peer's until the deadline.
+    Closing {
+        deadline: Instant,
+    },
+}
+
+/// Drives one connection. Created by the server or client, run by [`Driver::run`].
+pub(crate) struct Driver<S, R: Runtime> {
+    runtime: R,
+    ws: S,
+    session: Session<AckSender>,
+    conn: Conn,
+    commands: mpsc::UnboundedReceiver<Command>,
+    registry: Arc<Registry>,
+    handlers: FuturesUnordered<HandlerTask>,
+    /// Events read while every handler slot was taken; reading waits until it empties.
+    backlog: VecDeque<etp_proto::Event>,
+    writes: VecDeque<Message>,
+    write_bytes: usize,
+    needs_flush: bool,
+    timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
+    pings: VecDeque<oneshot::Sender<()>>,
+    phase: Phase,
+    /// Why the connection is ending, once known; reported when the socket is done.
+    reason: Option<DisconnectReason>,
+}
+
+impl<S: WebSocket, R: Runtime> Driver<S, R> {
+    pub(crate) fn new(
+        runtime: R,
+        ws: S,
+        conn: Conn,
+        commands: mpsc::UnboundedReceiver<Command>,
+        registry: Arc<Registry>,
+    ) -> Self {
+        let session = Session::new(registry.config.session.clone(), runtime.now());
+        Self {
+            runtime,
+            ws,
+            session,
+            conn,
+            commands,
+            registry,
+            handlers: FuturesUnordered::new(),
+            backlog: VecDeque::new(),
+            writes: VecDeque::new(),
+            write_bytes: 0,
+            needs_flush: false,
+            timer: None,
+            pings: VecDeque::new(),
+            phase: Phase::Open,
+            reason: None,
+        }
+    }
+
+    /// Runs the connection until it ends. In-flight handlers are not polled after this
+    /// returns; dropping the driver cancels them.
+    pub(crate) async fn run(&mut self) -> DisconnectReason {
+        let reason = std::future::poll_fn(|cx| self.poll_run(cx)).await;
+        self.finish();
+        reason
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        for _ in 0..TURNS_PER_POLL {
+            let mut progress = self.poll_commands(cx);
+            progress |= self.poll_handlers(cx);
+            match self.poll_read(cx) {
+                ControlFlow::Break(reason) => return Poll::Ready(reason),
+                // Reading may have started handlers: they must be polled before we
+                // sleep, since starting one wakes nobody.
+                ControlFlow::Continue(read) => progress |= read,
+            }
+            progress |= self.drain_outputs();
+            if let Poll::Ready(reason) = self.poll_write(cx) {
+                return Poll::Ready(reason);
+            }
+            match self.poll_timer(cx) {
+                Poll::Ready(Some(reason)) => return Poll::Ready(reason),
+                Poll::Ready(None) => progress = true,
+                Poll::Pending => {}
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let other tasks run, and come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Applies queued commands while the socket keeps up.
+    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while self.write_bytes < WRITE_HIGH_WATER {
+            let Poll::Ready(Some(command)) = self.commands.poll_next_unpin(cx) else {
+                break;
+            };
+            progress = true;
+            self.conn.dequeued(command.cost());
+            self.apply(command);
+        }
+        progress
+    }
+
+    fn apply(&mut self, command: Command) {
+        let now = self.runtime.now();
+        match command {
+            // A frame queued just before the connection closed is dropped with it, as
+            // bytes written to a closing socket would be.
+            Command::Emit { name, data, .. } => drop(self.session.emit(&name, &data)),
+            Command::Encoded { frame, .. } => drop(self.session.send_encoded(frame)),
+            Command::EmitWithAck {
+                name,
+                data,
+                timeout,
+                reply,
+                ..
+            } => {
+                let limit = self.session.config().max_pending_acks;
+                if self.session.is_closed() {
+                    let _ = reply.send(Err(AckError::ConnectionClosed));
+                } else if self.session.pending_acks() >= limit {
+                    let _ = reply.send(Err(crate::EmitError::TooManyPendingAcks { limit }.into()));
+                } else {
+                    // Cannot fail now: open, under the bound, name checked by `Conn`.
+                    let _ = self
+                        .session
+                        .emit_with_ack(&name, &data, reply, timeout, now);
+                }
+            }
+            Command::Ping(done) => {
+                if self.phase == Phase::Open {
+                    self.queue(Message::Ping(Bytes::new()));
+                    self.pings.push_back(done);
+                }
+            }
+            Command::Close { drain: false } => self.session.close(),
+            Command::Close { drain: true } => {
+                if self.phase == Phase::Open {
+                    self.phase = Phase::Draining;
+                }
+            }
+            Command::SlowConsumer => self.close_abnormally(
+                CloseCode::Policy,
+                "slow consumer",
+                DisconnectReason::SlowConsumer,
+            ),
+            Command::Abort => {
+                self.reason.get_or_insert(DisconnectReason::Shutdown);
+                self.phase = Phase::Closing { deadline: now };
+            }
+        }
+    }
+
+    /// Collects finished handlers and answers their requests.
+    fn poll_handlers(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Poll::Ready(Some(done)) = self.handlers.poll_next_unpin(cx) {
+            progress = true;
+            let data = match done.outcome {
+                Ok(data) => data,
+                Err(message) => {
+                    let event = String::from_utf8_lossy(&done.name).into_owned();
+                    self.registry
+                        .report(Some(&self.conn), Error::HandlerPanicked { event, message });
+                    Bytes::new()
+                }
+            };
+            if let Some(reply) = done.reply {
+                let _ = self.session.ack(reply, &data);
+            }
+        }
+        while self.handlers.len() < self.registry.config.handler_concurrency {
+            let Some(event) = self.backlog.pop_front() else {
+                break;
+            };
+            self.dispatch(event);
+            progress = true;
+        }
+        if self.phase == Phase::Draining && self.handlers.is_empty() && self.backlog.is_empty() {
+            self.session.close();
+            progress = true;
+        }
+        progress
+    }
+
+    /// Reads messages while handlers and the socket keep up: whether any was read, or
+    /// why the socket is done.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> ControlFlow<DisconnectReason, bool> {
+        let mut read = false;
+        for _ in 0..READ_BATCH {
+            if !self.backlog.is_empty() || self.write_bytes >= WRITE_HIGH_WATER {
+                break;
+            }
+            let message = match self.ws.poll_next_unpin(cx) {
+                Poll::Pending => break,
+                Poll::Ready(None) => {
+                    return ControlFlow::Break(self.ended(DisconnectReason::ConnectionLost));
+                }
+                Poll::Ready(Some(Err(err))) => return ControlFlow::Break(self.read_failed(err)),
+                Poll::Ready(Some(Ok(message))) => message,
+            };
+            read = true;
+            let now = self.runtime.now();
+            match message {
+                Message::Text(text) => self.handle(Bytes::from(text), now),
+                Message::Binary(data) => self.handle(data, now),
+                Message::Pong(_) => {
+                    self.session.handle_pong(now);
+                    if let Some(done) = self.pings.pop_front() {
+                        let _ = done.send(());
+                    }
+                }
+                Message::Ping(_) => {
+                    // tungstenite queued the pong; it leaves with the next flush.
+                    self.session.handle_pong(now);
+                    self.needs_flush = true;
+                }
+                Message::Close(frame) => {
+                    let (code, reason) = match frame {
+                        Some(frame) => (u16::from(frame.code), frame.reason.as_str().to_owned()),
+                        None => (1005, String::new()),
+                    };
+                    // Our own close ended in an idle timeout or read limit: keep that.
+                    self.reason
+                        .get_or_insert(DisconnectReason::Closed { code, reason });
+                    self.session.handle_transport_closed(now);
+                    // tungstenite queued the echo; it leaves with the next flush.
+                    self.needs_flush = true;
+                }
+                Message::Frame(_) => {}
+            }
+            // One message at a time through the session, so that at most one event
+            // waits in the backlog when the handlers are all busy.
+            self.drain_outputs();
+        }
+        ControlFlow::Continue(read)
+    }
+
+    fn handle(&mut self, message: Bytes, now: Instant) {
+        match self.session.handle_message(message, now) {
+            Ok(()) => {}
+            Err(ProtocolError::MessageTooLarge { limit, .. }) => {
+                self.reason
+                    .get_or_insert(DisconnectReason::ReadLimit { limit });
+            }
+            Err(err) => self.registry.report(Some(&self.conn), Error::Protocol(err)),
+        }
+    }
+
+    /// Carries out the session's outputs.
+    fn drain_outputs(&mut self) -> bool {
+        let mut progress = false;
+        while let Some(output) = self.session.poll_output() {
+            progress = true;
+            match output {
+                Output::Transmit(frame) => {
+                    // Text when possible, as Go sends; binary otherwise (Go reads both).
+                    let message = match tungstenite::Utf8Bytes::try_from(frame.clone()) {
+                        Ok(text) => Message::Text(text),
+                        Err(_) => Message::Binary(frame),
+                    };
+                    self.queue(message);
+                }
+                Output::Event(event) => {
+                    if self.phase == Phase::Open
+                        && self.handlers.len() < self.registry.config.handler_concurrency
+                    {
+                        self.dispatch(event);
+                    } else if self.phase == Phase::Open {
+                        self.backlog.push_back(event);
+                    } else if let Some(reply) = event.reply {
+                        // Shutting down: no new work, but every request is answered.
+                        let _ = self.session.ack(reply, b"");
+                    }
+                }
+                Output::AckResolved { ctx, data } => {
+                    let _ = ctx.send(Ok(data.unwrap_or_default()));
+                }
+                Output::AckFailed { ctx, cause } => {
+                    let error = match cause {
+                        AckFailure::TimedOut => AckError::TimedOut,
+                        _ => AckError::ConnectionClosed,
+                    };
+                    let _ = ctx.send(Err(error));
+                }
+                Output::Ping => self.queue(Message::Ping(Bytes::new())),
+                Output::Close(reason) => self.start_close(reason),
+                _ => {}
+            }
+        }
+        progress
+    }
+
+    fn dispatch(&mut self, event: etp_proto::Event) {
+        let etp_proto::Event {
+            name, data, reply, ..
+        } = event;
+        let Some(handler) = self.registry.handler(&name).cloned() else {
+            if let Some(reply) = reply {
+                let _ = self.session.ack(reply, b"");
+            }
+            return;
+        };
+        let call =
+            AssertUnwindSafe(|| handler.call(self.conn.clone(), Event::new(name.clone(), data)));
+        match std::panic::catch_unwind(call) {
+            Ok(future) => self.handlers.push(HandlerTask {
+                future,
+                reply,
+                name,
+            }),
+            Err(panic) => {
+                let event = String::from_utf8_lossy(&name).into_owned();
+                let message = panic_message(&*panic);
+                self.registry
+                    .report(Some(&self.conn), Error::HandlerPanicked { event, message });
+                if let Some(reply) = reply {
+                    let _ = self.session.ack(reply, b"");
+                }
+            }
+        }
+    }
+
+    fn queue(&mut self, message: Message) {
+        self.write_bytes += message.len();
+        self.writes.push_back(message);
+    }
+
+    fn start_close(&mut self, reason: CloseReason) {
+        match reason {
+            CloseReason::IdleTimeout => {
+                self.reason.get_or_insert(DisconnectReason::IdleTimeout);
+            }
+            CloseReason::MessageTooLarge { limit } => {
+                self.reason
+                    .get_or_insert(DisconnectReason::ReadLimit { limit });
+            }
+            _ => {}
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(reason.code()),
+            reason: reason.wire_reason().into(),
+        };
+        self.send_close(frame);
+    }
+
+    /// Closes for a reason the protocol session does not know (slow consumer, a
+    /// WebSocket violation): the session ends as if the transport had gone.
+    fn close_abnormally(&mut self, code: CloseCode, text: &'static str, reason: DisconnectReason) {
+        self.reason.get_or_insert(reason);
+        self.session.handle_transport_closed(self.runtime.now());
+        self.send_close(CloseFrame {
+            code,
+            reason: text.into(),
+        });
+    }
+
+    fn send_close(&mut self, frame: CloseFrame) {
+        if matches!(self.phase, Phase::Closing { .. }) {
+            return;
+        }
+        self.conn.mark_closed();
+        // Nothing queued after the close frame may be sent, and pings will never be
+        // answered.
+        self.pings.clear();
+        self.queue(Message::Close(Some(frame)));
+        let deadline = self.runtime.now() + self.registry.config.close_timeout;
+        self.phase = Phase::Closing { deadline };
+    }
+
+    /// Feeds queued messages to the socket and flushes once they are in.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        while !self.writes.is_empty() {
+            match self.ws.poll_ready_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => return Poll::Ready(self.write_failed(err)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let Some(message) = self.writes.pop_front() else {
+                break;
+            };
+            self.write_bytes -= message.len();
+            if let Err(err) = self.ws.start_send_unpin(message) {
+                return Poll::Ready(self.write_failed(err));
+            }
+            self.needs_flush = true;
+        }
+        if self.needs_flush {
+            match self.ws.poll_flush_unpin(cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(err)) => return Poll::Ready(self.write_failed(err)),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Keeps one timer armed for the earliest deadline and fires it. `Ready(None)`: a
+    /// deadline fired; `Ready(Some)`: the close handshake timed out.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Option<DisconnectReason>> {
+        let close_deadline = match self.phase {
+            Phase::Closing { deadline } => Some(deadline),
+            _ => None,
+        };
+        let Some(deadline) = [self.session.poll_timeout(), close_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            self.timer = None;
+            return Poll::Pending;
+        };
+        if self.timer.as_ref().is_none_or(|(at, _)| *at != deadline) {
+            self.timer = Some((deadline, Box::pin(self.runtime.sleep_until(deadline))));
+        }
+        let Some((_, sleep)) = self.timer.as_mut() else {
+            return Poll::Pending;
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.timer = None;
+        let now = self.runtime.now();
+        if close_deadline.is_some_and(|at| at <= now) {
+            let code = 1000;
+            return Poll::Ready(Some(self.ended(DisconnectReason::CloseTimedOut { code })));
+        }
+        self.session.handle_timeout(now);
+        Poll::Ready(None)
+    }
+
+    fn read_failed(&mut self, err: tungstenite::Error) -> DisconnectReason {
+        use tungstenite::error::{CapacityError, Error as WsError};
+        let reason = match err {
+            WsError::ConnectionClosed | WsError::AlreadyClosed => DisconnectReason::ConnectionLost,
+            WsError::Io(err) => DisconnectReason::Io(Arc::new(err)),
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                let limit = self.session.config().read_limit.unwrap_or(usize::MAX);
+                let reason = etp_proto::CloseReason::MessageTooLarge { limit };
+                self.best_effort_close(reason.code(), reason.wire_reason());
+                DisconnectReason::ReadLimit { limit }
+            }
+            err => {
+                let code = if matches!(err, WsError::Utf8(_)) {
+                    1007
+                } else {
+                    1002
+                };
+                self.best_effort_close(code, String::new());
+                DisconnectReason::WebSocket(Arc::new(err))
+            }
+        };
+        self.ended(reason)
+    }
+
+    fn write_failed(&mut self, err: tungstenite::Error) -> DisconnectReason {
+        let reason = match err {
+            tungstenite::Error::Io(err) => DisconnectReason::Io(Arc::new(err)),
+            _ => DisconnectReason::ConnectionLost,
+        };
+        self.ended(reason)
+    }
+
+    /// After a read error the socket is unusable for reading, but a close frame may
+    /// still tell the peer why; one non-blocking attempt, no waiting.
+    fn best_effort_close(&mut self, code: u16, reason: String) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        if let Poll::Ready(Ok(())) = self.ws.poll_ready_unpin(&mut cx)
+            && self
+                .ws
+                .start_send_unpin(Message::Close(Some(frame)))
+                .is_ok()
+        {
+            let _ = self.ws.poll_flush_unpin(&mut cx);
+        }
+    }
+
+    /// The socket is done: the reason found earlier wins over how the socket ended.
+    fn ended(&mut self, fallback: DisconnectReason) -> DisconnectReason {
+        self.reason.take().unwrap_or(fallback)
+    }
+
+    /// Settles everything the connection owed: pending acknowledgements fail at once,
+    /// queued requests fail, pings are dropped.
+    fn finish(&mut self) {
+        self.conn.mark_closed();
+        self.session.handle_transport_closed(self.runtime.now());
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            self.conn.dequeued(command.cost());
+            if let Command::EmitWithAck { reply, .. } = command {
+                let _ = reply.send(Err(AckError::ConnectionClosed));
+            }
+        }
+        self.writes.clear();
+        self.write_bytes = 0;
+        self.pings.clear();
+        self.backlog.clear();
+        while let Some(output) = self.session.poll_output() {
+            if let Output::AckFailed { ctx, .. } = output {
+                let _ = ctx.send(Err(AckError::ConnectionClosed));
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Event handlers, hooks, and the registry that holds them.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::ConnConfig;
+use crate::conn::Conn;
+use crate::error::{DisconnectReason, Error};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// An event as a handler receives it. Name and data share the received message's
+/// memory.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Event {
+    name: Bytes,
+    data: Option<Bytes>,
+}
+
+impl Event {
+    /// An event from its name and data (`None`: the frame had no data part).
+    pub fn new(name: Bytes, data: Option<Bytes>) -> Self {
+        Self { name, data }
+    }
+
+    /// The event name as bytes.
+    pub fn name_bytes(&self) -> &Bytes {
+        &self.name
+    }
+
+    /// The event name as text (invalid UTF-8 replaced).
+    pub fn name(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.name)
+    }
+
+    /// The data (empty when the frame had none).
+    pub fn data(&self) -> &[u8] {
+        self.data.as_deref().unwrap_or_default()
+    }
+
+    /// True when the frame had a data part (`name||id||data`, even empty), false for
+    /// the 2-part form `name||id`.
+    pub fn has_data(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// The data as a shared buffer, without copying.
+    pub fn into_data(self) -> Bytes {
+        self.data.unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("name", &self.name())
+            .field("data_len", &self.data.as_ref().map(Bytes::len))
+            .finish()
+    }
+}
+
+/// What a handler may return: the acknowledgement's data, sent when the peer asked
+/// for one (and ignored otherwise).
+pub trait IntoAck {
+    /// The reply data.
+    fn into_ack(self) -> Bytes;
+}
+
+impl IntoAck for () {
+    fn into_ack(self) -> Bytes {
+        Bytes::new()
+    }
+}
+
+impl IntoAck for Bytes {
+    fn into_ack(self) -> Bytes {
+        self
+    }
+}
+
+impl IntoAck for Vec<u8> {
+    fn into_ack(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoAck for String {
+    fn into_ack(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoAck for &'static str {
+    fn into_ack(self) -> Bytes {
+        Bytes::from_static(self.as_bytes())
+    }
+}
+
+impl IntoAck for &'static [u8] {
+    fn into_ack(self) -> Bytes {
+        Bytes::from_static(self)
+    }
+}
+
+impl<T: IntoAck> IntoAck for Option<T> {
+    fn into_ack(self) -> Bytes {
+        self.map(IntoAck::into_ack).unwrap_or_default()
+    }
+}
+
+/// An event handler: an async function of the connection and the event whose result
+/// is the acknowledgement data.
+///
+/// Implemented for every `Fn(Conn, Event) -> impl Future<Output = impl IntoAck>`:
+///
+/// ```
+/// use etp_driver::{Conn, Event, Handler};
+///
+/// async fn hello(conn: Conn, event: Event) -> String {
+///     format!("hello {}, you sent {} bytes", conn.id(), event.data().len())
+/// }
+/// fn assert_handler(_: impl Handler) {}
+/// assert_handler(hello);
+/// assert_handler(|_conn: Conn, _event: Event| async {});
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Runs the handler; the future's output is the acknowledgement data.
+    fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Conn, Event) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoAck,
+{
+    fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes> {
+        let future = self(conn, event);
+        Box::pin(async move { future.await.into_ack() })
+    }
+}
+
+pub(crate) type ConnectHook = Arc<dyn Fn(Conn) -> BoxFuture<()> + Send + Sync>;
+pub(crate) type DisconnectHook = Arc<dyn Fn(Conn, DisconnectReason) -> BoxFuture<()> + Send + Sync>;
+pub(crate) type ErrorHook = Arc<dyn Fn(Option<Conn>, Error) + Send + Sync>;
+
+/// Handlers, hooks and settings shared by every connection of a server or client.
+#[derive(Clone, Default)]
+pub(crate) struct Registry {
+    pub(crate) handlers: HashMap<Box<[u8]>, Arc<dyn Handler>>,
+    pub(crate) unknown: Option<Arc<dyn Handler>>,
+    pub(crate) on_connect: Option<ConnectHook>,
+    pub(crate) on_disconnect: Option<DisconnectHook>,
+    pub(crate) on_error: Option<ErrorHook>,
+    pub(crate) config: ConnConfig,
+    /// The first invalid registration, reported by `build`.
+    pub(crate) invalid: Option<BuildError>,
+}
+
+/// A server or client could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A handler was registered under a name that cannot travel on the wire.
+    InvalidEventName {
+        /// The name given to `on`.
+        event: String,
+        /// Why it cannot be used.
+        error: etp_proto::NameError,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidEventName { event, error } => {
+                write!(f, "cannot register a handler for {event:?}: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl Registry {
+    /// The handler for an event name, or the fallback.
+    pub(crate) fn handler(&self, name: &[u8]) -> Option<&Arc<dyn Handler>> {
+        self.handlers.get(name).or(self.unknown.as_ref())
+    }
+
+    pub(crate) fn report(&self, conn: Option<&Conn>, error: Error) {
+        if let Some(hook) = &self.on_error {
+            // The error hook is the last line of reporting: a panic inside it must not
+            // take the connection down with it.
+            let hook = hook.clone();
+            let conn = conn.cloned();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(conn, error)));
+        }
+    }
+}
+
+/// The builder methods that servers and clients share, written once.
+macro_rules! hook_builder_methods {
+    () => {
+        /// Registers the handler for `event`; its return value is the acknowledgement
+        /// data. A name that cannot be sent on the wire (containing `||`, ending with
+        /// `|`, starting with `__ack_`) makes `build` fail with a clear error.
+        pub fn on(mut self, event: &str, handler: impl $crate::Handler) -> Self {
+            match etp_proto::validate_event_name(event.as_bytes()) {
+                Ok(()) => {
+                    self.registry
+                        .handlers
+                        .insert(event.as_bytes().into(), std::sync::Arc::new(handler));
+                }
+                Err(err) => {
+                    self.registry
+                        .invalid
+                        .get_or_insert($crate::BuildError::InvalidEventName {
+                            event: event.to_owned(),
+                            error: err,
+                        });
+                }
+            }
+            self
+        }
+
+        /// The fallback for events without a handler (Go's `OnUnknownEvent`). Without
+        /// it such events are dropped (and ack requests answered with empty data).
+        pub fn on_unknown_event(mut self, handler: impl $crate::Handler) -> Self {
+            self.registry.unknown = Some(std::sync::Arc::new(handler));
+            self
+        }
+
+        /// Runs when a connection opens, before its first frame is read.
+        pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+        where
+            F: Fn($crate::Conn) -> Fut + Send + Sync + 'static,
+            Fut: std::future::Future<Output = ()> + Send + 'static,
+        {
+            self.registry.on_connect = Some(std::sync::Arc::new(move |conn| Box::pin(hook(conn))));
+            self
+        }
+
+        /// Runs exactly once when a connection ends, while it is still in its rooms.
+        pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+        where
+            F: Fn($crate::Conn, $crate::DisconnectReason) -> Fut + Send + Sync + 'static,
+            Fut: std::future::Future<Output = ()> + Send + 'static,
+        {
+            self.registry.on_disconnect = Some(std::sync::Arc::new(move |conn, reason| {
+                Box::pin(hook(conn, reason))
+            }));
+            self
+        }
+
+        /// Hears every error: malformed frames, panics, refused upgrades (then without
+        /// a connection).
+        pub fn on_error<F>(mut self, hook: F) -> Self
+        where
+            F: Fn(Option<$crate::Conn>, $crate::Error) + Send + Sync + 'static,
+        {
+            self.registry.on_error = Some(std::sync::Arc::new(hook));
+            self
+        }
+
+        /// The longest message accepted, in bytes (default 1 MiB); longer ones close
+        /// the connection with 1009. `None`: unlimited.
+        pub fn read_limit(mut self, limit: Option<usize>) -> Self {
+            self.registry.config.session.read_limit = limit;
+            self
+        }
+
+        /// How long `emit_with_ack` waits by default (30 s unless set).
+        pub fn ack_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.registry.config.session.ack_timeout = timeout;
+            self
+        }
+
+        /// The most acknowledgements awaited at once per connection (default 1024).
+        pub fn max_pending_acks(mut self, limit: usize) -> Self {
+            self.registry.config.session.max_pending_acks = limit;
+            self
+        }
+
+        /// Handlers running at once per connection (default 64; 1 = strict order).
+        /// At the bound the connection stops reading.
+        pub fn handler_concurrency(mut self, limit: usize) -> Self {
+            self.registry.config.handler_concurrency = limit.max(1);
+            self
+        }
+
+        /// Bytes that may wait to be written per connection, and what happens past it.
+        pub fn outbound_limit(mut self, bytes: usize, policy: $crate::SlowConsumerPolicy) -> Self {
+            self.registry.config.outbound_limit = bytes;
+            self.registry.config.slow_consumer = policy;
+            self
+        }
+
+        /// Keepalive: ping after `interval` of silence; close when nothing arrived for
+        /// `idle_timeout`.
+        pub fn keepalive(
+            mut self,
+            interval: std::time::Duration,
+            idle_timeout: std::time::Duration,
+        ) -> Self {
+            self.registry.config.session.ping_interval = Some(interval);
+            self.registry.config.session.idle_timeout = Some(idle_timeout);
+            self
+        }
+
+        /// Always write the third `||` (`ev||0||`), for the JavaScript client 2.0.2.
+        pub fn js_compatible(mut self, on: bool) -> Self {
+            self.registry.config.session.encoding = if on {
+                etp_proto::Encoding::ThreePart
+            } else {
+                etp_proto::Encoding::Compact
+            };
+            self
+        }
+
+        /// Replaces every per-connection setting at once.
+        pub fn conn_config(mut self, config: $crate::ConnConfig) -> Self {
+            self.registry.config = config;
+            self
+        }
+    };
+}
+pub(crate) use hook_builder_methods;

@@ -1,0 +1,288 @@
+//! The server: accepts upgraded WebSockets, runs their connections, owns the rooms.
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use futures_util::FutureExt;
+use futures_util::future::{Either, select};
+
+use crate::conn::{Command, Conn, Request};
+use crate::driver::{Driver, WebSocket};
+use crate::error::{Error, panic_message};
+use crate::handler::{BuildError, Registry, hook_builder_methods};
+use crate::handshake::{HandshakeError, OriginPolicy};
+use crate::hub::{Hub, Rooms};
+use crate::runtime::Runtime;
+use crate::tracker::Tracker;
+
+/// Configures a [`Server`]: handlers, hooks, limits, origin policy.
+pub struct ServerBuilder<R> {
+    runtime: R,
+    registry: Registry,
+    origins: OriginPolicy,
+}
+
+impl<R: Runtime> ServerBuilder<R> {
+    /// A builder whose connections run on `runtime`.
+    pub fn with_runtime(runtime: R) -> Self {
+        Self {
+            runtime,
+            registry: Registry::default(),
+            origins: OriginPolicy::default(),
+        }
+    }
+
+    hook_builder_methods!();
+
+    /// Which browser origins may connect. Default: [`OriginPolicy::same_host`].
+    pub fn origin_policy(mut self, policy: OriginPolicy) -> Self {
+        self.origins = policy;
+        self
+    }
+
+    /// Same host, or origins matching these glob patterns (case-insensitive).
+    pub fn origin_patterns<I, S>(self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.origin_policy(OriginPolicy::patterns(patterns))
+    }
+
+    /// The server, or the first invalid handler registration.
+    pub fn build(self) -> Result<Server<R>, BuildError> {
+        if let Some(err) = self.registry.invalid {
+            return Err(err);
+        }
+        let encoding = self.registry.config.session.encoding;
+        Ok(Server {
+            shared: Arc::new(Shared {
+                runtime: self.runtime,
+                registry: Arc::new(self.registry),
+                hub: Arc::new(Hub::new(encoding)),
+                origins: self.origins,
+                tracker: Arc::new(Tracker::default()),
+                shutting_down: AtomicBool::new(false),
+                shutdown_waiters: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+struct Shared<R> {
+    runtime: R,
+    registry: Arc<Registry>,
+    hub: Arc<Hub>,
+    origins: OriginPolicy,
+    tracker: Arc<Tracker>,
+    shutting_down: AtomicBool,
+    /// Accept loops waiting for shutdown to begin.
+    shutdown_waiters: Mutex<Vec<oneshot::Sender<()>>>,
+}
+
+/// An etp server: handlers and hooks, the rooms, and the running connections.
+///
+/// Cheap to clone. The runtime adapters accept TCP connections and upgrades and hand
+/// each WebSocket to [`serve_connection`](Self::serve_connection).
+pub struct Server<R> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> Clone for Server<R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<R> fmt::Debug for Server<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("connections", &self.shared.tracker.active())
+            .field(
+                "shutting_down",
+                &self.shared.shutting_down.load(Ordering::Acquire),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime + Default> Server<R> {
+    /// A builder on the default instance of the runtime.
+    pub fn builder() -> ServerBuilder<R> {
+        ServerBuilder::with_runtime(R::default())
+    }
+}
+
+impl<R: Runtime> Server<R> {
+    /// The rooms and live connections.
+    pub fn rooms(&self) -> Rooms {
+        Rooms {
+            hub: self.shared.hub.clone(),
+        }
+    }
+
+    /// The runtime connections run on.
+    pub fn runtime(&self) -> &R {
+        &self.shared.runtime
+    }
+
+    /// The origin policy upgrades are checked against.
+    pub fn origin_policy(&self) -> &OriginPolicy {
+        &self.shared.origins
+    }
+
+    /// The settings every connection gets (read limit, keepalive, bounds).
+    pub fn conn_config(&self) -> &crate::ConnConfig {
+        &self.shared.registry.config
+    }
+
+    /// Checks an upgrade request (method, headers, origin) and returns the `101`
+    /// response to send, or the refusal (also reported to the error hook, without a
+    /// connection).
+    pub fn accept_upgrade(
+        &self,
+        method: &http::Method,
+        version: http::Version,
+        headers: &http::HeaderMap,
+    ) -> Result<http::Response<()>, HandshakeError> {
+        if self.is_shutting_down() {
+            return Err(HandshakeError::service_unavailable());
+        }
+        crate::handshake::accept(method, version, headers, &self.shared.origins).inspect_err(
+            |err| {
+                self.shared
+                    .registry
+                    .report(None, Error::Handshake(err.clone()));
+            },
+        )
+    }
+
+    /// Reports an error that happened before a connection existed (accept, upgrade IO).
+    pub fn report_error(&self, error: Error) {
+        self.shared.registry.report(None, error);
+    }
+
+    /// Runs one connection over an upgraded WebSocket until it ends: the connect hook
+    /// before the first frame is read, the frames, the disconnect hook exactly once
+    /// (still in its rooms), then the rooms are left and running handlers cancelled.
+    pub async fn serve_connection<S: WebSocket>(&self, ws: S, request: Request) {
+        let shared = &self.shared;
+        let _active = shared.tracker.enter();
+        let registry = shared.registry.clone();
+        let (conn, commands) =
+            Conn::new(request, &registry.config, Some(Arc::downgrade(&shared.hub)));
+        shared.hub.register(&conn);
+        if self.is_shutting_down() {
+            conn.command(Command::Close { drain: false });
+        }
+        let mut driver = Driver::new(
+            shared.runtime.clone(),
+            ws,
+            conn.clone(),
+            commands,
+            registry.clone(),
+        );
+        if let Some(hook) = &registry.on_connect {
+            run_hook(&registry, &conn, "on_connect", || hook(conn.clone())).await;
+        }
+        let reason = driver.run().await;
+        if let Some(hook) = &registry.on_disconnect {
+            run_hook(&registry, &conn, "on_disconnect", || {
+                hook(conn.clone(), reason)
+            })
+            .await;
+        }
+        shared.hub.unregister(&conn);
+        // Dropping the driver cancels the handlers still running for this connection.
+        drop(driver);
+    }
+
+    /// True once [`shutdown`](Self::shutdown) has begun: new upgrades are refused.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`shutdown`](Self::shutdown) has begun: accept loops select on it.
+    pub async fn shutdown_started(&self) {
+        let receiver = {
+            let mut waiters = self
+                .shared
+                .shutdown_waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if self.is_shutting_down() {
+                return;
+            }
+            let (sender, receiver) = oneshot::channel();
+            waiters.push(sender);
+            receiver
+        };
+        let _ = receiver.await;
+    }
+
+    /// How many connections are running.
+    pub fn connection_count(&self) -> usize {
+        self.shared.tracker.active()
+    }
+
+    /// Shuts down: refuses new connections, lets every connection finish its running
+    /// handlers and close with 1000 (all at once), and waits up to `timeout`. Connections
+    /// still open then are dropped. Returns how many had to be dropped.
+    pub async fn shutdown(&self, timeout: Duration) -> usize {
+        let shared = &self.shared;
+        {
+            let mut waiters = shared
+                .shutdown_waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            shared.shutting_down.store(true, Ordering::Release);
+            for waiter in waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+        for conn in self.rooms().all() {
+            conn.command(Command::Close { drain: true });
+        }
+        let deadline = shared.runtime.now() + timeout;
+        let sleep = shared.runtime.sleep_until(deadline);
+        let idle = shared.tracker.idle();
+        futures_util::pin_mut!(idle);
+        futures_util::pin_mut!(sleep);
+        if let Either::Left(_) = select(idle, sleep).await {
+            return 0;
+        }
+        let stragglers = self.rooms().all();
+        for conn in &stragglers {
+            conn.command(Command::Abort);
+        }
+        shared.tracker.idle().await;
+        stragglers.len()
+    }
+}
+
+/// Runs a hook, containing and reporting a panic (in the call or in its future).
+pub(crate) async fn run_hook<F, Fut>(registry: &Registry, conn: &Conn, hook: &'static str, call: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    if let Err(panic) = outcome {
+        let message = panic_message(&*panic);
+        registry.report(Some(conn), Error::HookPanicked { hook, message });
+        if hook == "on_connect" {
+            // The application could not set the connection up: do not serve it.
+            conn.close();
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Dialing: ws, wss, http and https URLs, with extra headers and reconnection.
+
+use std::future::Future;
+
+use etp_driver::{Conn, Request};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::Client;
+use crate::upgrade::websocket_config;
+
+/// Why a dial failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DialError {
+    /// The URL is not `ws://`, `wss://`, `http://` or `https://` with a host, or a
+    /// header is invalid.
+    InvalidRequest(String),
+    /// The TCP, TLS or WebSocket handshake failed (including an HTTP refusal).
+    Handshake(tokio_tungstenite::tungstenite::Error),
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidRequest(why) => write!(f, "invalid dial request: {why}"),
+            Self::Handshake(err) => write!(f, "websocket handshake failed: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for DialError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Handshake(err) => Some(err),
+            Self::InvalidRequest(_) => None,
+        }
+    }
+}
+
+impl From<DialError> for std::io::Error {
+    fn from(err: DialError) -> Self {
+        std::io::Error::other(err)
+    }
+}
+
+/// Connecting an etp [`Client`] over tokio sockets.
+pub trait ClientExt {
+    /// Connects to `url` (`ws`, `wss`, `http` or `https`); with reconnection
+    /// configured, keeps the client connected afterwards.
+    fn dial(&self, url: &str) -> impl Future<Output = Result<Conn, DialError>> + Send;
+
+    /// [`dial`](Self::dial) with extra request headers (authentication, cookies).
+    fn dial_with_headers(
+        &self,
+        url: &str,
+        headers: http::HeaderMap,
+    ) -> impl Future<Output = Result<Conn, DialError>> + Send;
+}
+
+impl ClientExt for Client {
+    async fn dial(&self, url: &str) -> Result<Conn, DialError> {
+        self.dial_with_headers(url, http::HeaderMap::new()).await
+    }
+
+    async fn dial_with_headers(
+        &self,
+        url: &str,
+        headers: http::HeaderMap,
+    ) -> Result<Conn, DialError> {
+        let url = websocket_url(url)?;
+        let read_limit = self.conn_config().session.read_limit;
+        let (ws, request) = connect(&url, &headers, read_limit).await?;
+        let (conn, ended) = self.start(ws, request);
+        if let Some(backoff) = self.reconnect_policy() {
+            let client = self.clone();
+            tokio::spawn(async move {
+                let dial = || connect(&url, &headers, read_limit);
+                client.keep_connected(ended, backoff, dial).await;
+            });
+        }
+        Ok(conn)
+    }
+}
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(
+    url: &str,
+    headers: &http::HeaderMap,
+    read_limit: Option<usize>,
+) -> Result<(Stream, Request), DialError> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| DialError::InvalidRequest(e.to_string()))?;
+    for (name, value) in headers {
+        request.headers_mut().append(name, value.clone());
+    }
+    let (parts, ()) = request.clone().into_parts();
+    let config = websocket_config(read_limit);
+    #[cfg(feature = "rustls")]
+    install_crypto_provider();
+    let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(DialError::Handshake)?;
+    let remote = match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
+        #[cfg(feature = "rustls")]
+        tokio_tungstenite::MaybeTlsStream::Rustls(tls) => tls.get_ref().0.peer_addr().ok(),
+        _ => None,
+    };
+    Ok((ws, Request::new(parts, remote)))
+}
+
+/// `http(s)://` becomes `ws(s)://`, as Go etp's client accepts both.
+fn websocket_url(url: &str) -> Result<String, DialError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| DialError::InvalidRequest(format!("{url:?} has no scheme")))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => {
+            return Err(DialError::InvalidRequest(format!(
+                "unsupported scheme {other:?} in {url:?}"
+            )));
+        }
+    };
+    Ok(format!("{scheme}://{rest}"))
+}
+
+/// rustls needs one process-wide crypto provider; install ring's unless the
+/// application installed one.
+#[cfg(feature = "rustls")]
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_urls_become_websocket_urls() {
+        assert_eq!(websocket_url("http://h/ws?x=1").unwrap(), "ws://h/ws?x=1");
+        assert_eq!(websocket_url("HTTPS://h").unwrap(), "wss://h");
+        assert_eq!(websocket_url("ws://h").unwrap(), "ws://h");
+        assert!(websocket_url("ftp://h").is_err());
+        assert!(websocket_url("h:80").is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! Turning an HTTP request into an etp connection: the part that standalone serving,
+//! hyper and axum share.
+
+use std::net::SocketAddr;
+
+use etp_driver::Request;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::Server;
+
+/// The tungstenite settings for one connection: the read limit enforced while the
+/// message is assembled, and small buffers (tungstenite's defaults take 128 KiB per
+/// connection for reading alone).
+pub(crate) fn websocket_config(read_limit: Option<usize>) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(4 << 20)
+        .max_message_size(read_limit)
+        .max_frame_size(read_limit)
+}
+
+/// Answers an upgrade request: `101` and the connection runs in a new task, or the
+/// refusal (426, 405, 400, 403, 503) with a short text body, reported to the error hook.
+///
+/// Works for any request hyper serves with upgrades enabled (plain hyper, axum). The
+/// body type is the caller's: anything built from a `String`.
+pub async fn upgrade<B, Out>(
+    server: &Server,
+    mut request: http::Request<B>,
+    remote_addr: Option<SocketAddr>,
+) -> http::Response<Out>
+where
+    Out: From<String> + Default,
+{
+    let accepted = server.accept_upgrade(request.method(), request.version(), request.headers());
+    let response = match accepted {
+        Ok(response) => response,
+        Err(err) => return err.to_response().map(Out::from),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let (parts, _) = request.into_parts();
+    let server = server.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let config = websocket_config(server.conn_config().session.read_limit);
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                server
+                    .serve_connection(ws, Request::new(parts, remote_addr))
+                    .await;
+            }
+            Err(err) => server.report_error(etp_driver::Error::Io(std::io::Error::other(err))),
+        }
+    });
+    response.map(|()| Out::default())
+}
