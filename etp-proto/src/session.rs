@@ -242,12 +242,11 @@ impl<C> Session<C> {
                 limit: self.config.max_pending_acks,
             });
         }
-        let timeout = timeout.unwrap_or(self.config.ack_timeout);
-        // An absurd timeout (Duration::MAX) must not overflow Instant: wait "forever".
+        // Longer timeouts are capped so that Instant cannot overflow (Duration::MAX
+        // means "wait practically forever", not "panic").
         const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-        let deadline = (now.checked_add(timeout))
-            .or_else(|| now.checked_add(FOREVER))
-            .unwrap_or(now);
+        let timeout = timeout.unwrap_or(self.config.ack_timeout).min(FOREVER);
+        let deadline = now.checked_add(timeout).unwrap_or(now);
         let id = self.acks.insert(ctx, deadline);
         let encoding = self.config.encoding;
         frame::encode(&[name], id, data, encoding, self.encode_buf());

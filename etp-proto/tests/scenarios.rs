@@ -702,10 +702,16 @@ fn events_and_replies_are_zero_copy_slices_of_the_message() {
 fn an_unbounded_per_call_timeout_waits_without_overflowing_the_clock() {
     let now = Instant::now();
     let mut session: Session<&str> = Session::new(Config::default(), now);
-    session.emit_with_ack(b"q", b"", "forever", Some(Duration::MAX), now).unwrap();
+    session
+        .emit_with_ack(b"q", b"", "forever", Some(Duration::MAX), now)
+        .unwrap();
     let at = session.poll_timeout().expect("a deadline");
     assert!(at > now + Duration::from_secs(365 * 24 * 3600));
     session.handle_timeout(now + Duration::from_secs(365 * 24 * 3600));
-    assert!(outputs(&mut session).iter().all(|o| matches!(o, Output::Transmit(_))));
+    assert!(
+        outputs(&mut session)
+            .iter()
+            .all(|o| matches!(o, Output::Transmit(_)))
+    );
     assert_eq!(session.pending_acks(), 1);
 }
