@@ -272,6 +272,12 @@ impl Conn {
         self.hub().map(|hub| hub.rooms_of(self)).unwrap_or_default()
     }
 
+    /// The rooms of the server this connection belongs to, so that a handler can
+    /// broadcast (`None` for client connections and once the server is gone).
+    pub fn server_rooms(&self) -> Option<crate::Rooms> {
+        self.hub().map(|hub| crate::Rooms { hub })
+    }
+
     fn hub(&self) -> Option<Arc<Hub>> {
         self.inner.hub.as_ref()?.upgrade()
     }
