@@ -2,15 +2,37 @@
 //!
 //! ## This crate
 //!
-//! The `etp` facade. With the default `tokio` feature it re-exports `etp-tokio`: the
-//! [`Server`], [`Client`], [`Conn`], [`Rooms`] and friends, plus the
-//! [`ServerExt`] / [`ClientExt`] traits that listen and dial. The sans-IO core is
-//! [`proto`] either way. The `async-std` adapter is not built yet.
+//! The `etp` facade. The runtime is a Cargo feature, and the API has the same names on
+//! both, so switching is a one-line change:
+//!
+//! * `tokio` (default): everything from `etp-tokio` at the root and under [`tokio`].
+//! * `async-std` (`default-features = false, features = ["async-std"]`): everything
+//!   from `etp-async-std` at the root and under [`async_std`]. It also runs on smol.
+//!
+//! Both features may be on at once (another crate in the graph may turn one on): each
+//! runtime stays reachable under its own module, and the root follows tokio.
+//!
+//! The sans-IO core is [`proto`] in every configuration.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+/// etp on tokio (`etp-tokio`).
+#[cfg(feature = "tokio")]
+pub mod tokio {
+    pub use etp_tokio::*;
+}
+
+/// etp on async-std and smol (`etp-async-std`).
+#[cfg(feature = "async-std")]
+pub mod async_std {
+    pub use etp_async_std::*;
+}
 
 #[cfg(feature = "tokio")]
 pub use etp_tokio::*;
 
-#[cfg(not(feature = "tokio"))]
+#[cfg(all(feature = "async-std", not(feature = "tokio")))]
+pub use etp_async_std::*;
+
+#[cfg(not(any(feature = "tokio", feature = "async-std")))]
 pub use etp_proto as proto;

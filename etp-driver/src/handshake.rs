@@ -327,6 +327,36 @@ pub fn accept(
     Ok(response)
 }
 
+/// A dial URL as tungstenite wants it: `http(s)://` becomes `ws(s)://`, as Go etp's
+/// client accepts both; other schemes are refused with an explanation.
+pub fn websocket_url(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} has no scheme"))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?} in {url:?} (ws, wss, http, https)"
+            ));
+        }
+    };
+    Ok(format!("{scheme}://{rest}"))
+}
+
+/// The tungstenite settings for one connection, the same on every runtime: the read
+/// limit enforced while a message is assembled (frames too), and small buffers
+/// (tungstenite's defaults take 128 KiB per connection for reading alone).
+pub fn websocket_config(read_limit: Option<usize>) -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(4 << 20)
+        .max_message_size(read_limit)
+        .max_frame_size(read_limit)
+}
+
 /// Standard base64 with padding that decodes to exactly 16 bytes (Go's lenient
 /// `StdEncoding.DecodeString`: trailing bits are not checked).
 fn is_base64_of_16_bytes(key: &str) -> bool {
@@ -447,6 +477,15 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn http_urls_become_websocket_urls() {
+        assert_eq!(websocket_url("http://h/ws?x=1").unwrap(), "ws://h/ws?x=1");
+        assert_eq!(websocket_url("HTTPS://h").unwrap(), "wss://h");
+        assert_eq!(websocket_url("ws://h").unwrap(), "ws://h");
+        assert!(websocket_url("ftp://h").is_err());
+        assert!(websocket_url("h:80").is_err());
     }
 
     #[test]

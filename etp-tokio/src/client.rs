@@ -6,7 +6,7 @@ use etp_driver::{Conn, Request};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::Client;
-use crate::upgrade::websocket_config;
+use etp_driver::handshake::websocket_config;
 
 /// Why a dial failed.
 #[derive(Debug)]
@@ -67,7 +67,7 @@ impl ClientExt for Client {
         url: &str,
         headers: http::HeaderMap,
     ) -> Result<Conn, DialError> {
-        let url = websocket_url(url)?;
+        let url = etp_driver::handshake::websocket_url(url).map_err(DialError::InvalidRequest)?;
         let read_limit = self.conn_config().session.read_limit;
         let (ws, request) = connect(&url, &headers, read_limit).await?;
         let (conn, ended) = self.start(ws, request);
@@ -112,40 +112,9 @@ async fn connect(
     Ok((ws, Request::new(parts, remote)))
 }
 
-/// `http(s)://` becomes `ws(s)://`, as Go etp's client accepts both.
-fn websocket_url(url: &str) -> Result<String, DialError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| DialError::InvalidRequest(format!("{url:?} has no scheme")))?;
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "ws" | "http" => "ws",
-        "wss" | "https" => "wss",
-        other => {
-            return Err(DialError::InvalidRequest(format!(
-                "unsupported scheme {other:?} in {url:?}"
-            )));
-        }
-    };
-    Ok(format!("{scheme}://{rest}"))
-}
-
 /// rustls needs one process-wide crypto provider; install ring's unless the
 /// application installed one.
 #[cfg(feature = "rustls")]
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn http_urls_become_websocket_urls() {
-        assert_eq!(websocket_url("http://h/ws?x=1").unwrap(), "ws://h/ws?x=1");
-        assert_eq!(websocket_url("HTTPS://h").unwrap(), "wss://h");
-        assert_eq!(websocket_url("ws://h").unwrap(), "ws://h");
-        assert!(websocket_url("ftp://h").is_err());
-        assert!(websocket_url("h:80").is_err());
-    }
 }

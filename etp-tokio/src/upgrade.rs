@@ -4,23 +4,12 @@
 use std::net::SocketAddr;
 
 use etp_driver::Request;
+use etp_driver::handshake::websocket_config;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::Server;
-
-/// The tungstenite settings for one connection: the read limit enforced while the
-/// message is assembled, and small buffers (tungstenite's defaults take 128 KiB per
-/// connection for reading alone).
-pub(crate) fn websocket_config(read_limit: Option<usize>) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(8 * 1024)
-        .max_write_buffer_size(4 << 20)
-        .max_message_size(read_limit)
-        .max_frame_size(read_limit)
-}
 
 /// Answers an upgrade request: `101` and the connection runs in a new task, or the
 /// refusal (426, 405, 400, 403, 503) with a short text body, reported to the error hook.

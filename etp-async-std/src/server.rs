@@ -1,0 +1,98 @@
+//! Standalone serving on async-std sockets.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_std::net::{TcpListener, TcpStream};
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::Role;
+use etp_driver::Request;
+use etp_driver::handshake::websocket_config;
+use futures_util::FutureExt;
+
+use crate::Server;
+use crate::http::{HeadError, read_head, write_response};
+
+/// How long a client may take to send its upgrade request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serving an etp [`Server`] on async-std sockets.
+pub trait ServerExt {
+    /// Binds `addr` and serves WebSocket upgrades on any path until shutdown begins.
+    /// (The address is resolved before binding, with the standard library's resolver.)
+    fn listen(
+        &self,
+        addr: impl std::net::ToSocketAddrs,
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Serves WebSocket upgrades from a bound listener until shutdown begins.
+    fn serve(&self, listener: TcpListener) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl ServerExt for Server {
+    fn listen(
+        &self,
+        addr: impl std::net::ToSocketAddrs,
+    ) -> impl Future<Output = std::io::Result<()>> + Send {
+        let addrs: std::io::Result<Vec<SocketAddr>> = addr.to_socket_addrs().map(Iterator::collect);
+        async move { self.serve(TcpListener::bind(&*addrs?).await?).await }
+    }
+
+    async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let accepted = futures_util::select! {
+                accepted = listener.accept().fuse() => accepted,
+                () = self.shutdown_started().fuse() => return Ok(()),
+            };
+            match accepted {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    async_std::task::spawn(serve_tcp(self.clone(), stream, remote));
+                }
+                Err(err) => {
+                    self.report_error(etp_driver::Error::Io(err));
+                    async_io::Timer::after(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
+    let head = futures_util::select! {
+        head = read_head(&mut stream).fuse() => head,
+        _ = async_io::Timer::after(HANDSHAKE_TIMEOUT).fuse() => return,
+    };
+    let head = match head {
+        Ok(head) => head,
+        Err(HeadError::Gone) => return,
+        Err(HeadError::Refuse(status, text)) => {
+            let mut response = http::Response::new(format!("{text}\n"));
+            *response.status_mut() = status;
+            let _ = write_response(&mut stream, &response).await;
+            return;
+        }
+    };
+    let (parts, ()) = head.request.into_parts();
+    match server.accept_upgrade(&parts.method, parts.version, &parts.headers) {
+        Err(err) => {
+            let _ = write_response(&mut stream, &err.to_response()).await;
+        }
+        Ok(response) => {
+            if write_response(&mut stream, &response.map(|()| String::new()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let config = websocket_config(server.conn_config().session.read_limit);
+            let ws =
+                WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(config))
+                    .await;
+            server
+                .serve_connection(ws, Request::new(parts, Some(remote)))
+                .await;
+        }
+    }
+}
