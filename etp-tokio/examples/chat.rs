@@ -29,7 +29,11 @@ fn member(conn: &Conn) -> Member {
 
 /// The event's data as a short line of text.
 fn line(event: &Event) -> String {
-    String::from_utf8_lossy(event.data()).trim().chars().take(200).collect()
+    String::from_utf8_lossy(event.data())
+        .trim()
+        .chars()
+        .take(200)
+        .collect()
 }
 
 async fn nick(conn: Conn, event: Event) -> String {
@@ -71,7 +75,10 @@ async fn say(conn: Conn, event: Event) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".into()).parse()?;
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8080".into())
+        .parse()?;
     let server = Server::builder()
         .on_connect(|conn: Conn| async move {
             let nick = format!("guest-{}", &conn.id().to_string()[..6]);
@@ -92,11 +99,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/ws", etp_tokio::axum::route(server.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("chat on http://{addr} (ctrl-c to stop)");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     server.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
