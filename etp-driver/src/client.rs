@@ -214,7 +214,7 @@ impl<R: Runtime> Client<R> {
         let shared = self.shared.clone();
         shared.closed.store(false, Ordering::Release);
         let registry = shared.registry.clone();
-        let (conn, commands) = Conn::new(request, &registry.config, None);
+        let (conn, receivers) = Conn::new(request, &registry.config, None);
         let previous = shared
             .current
             .lock()
@@ -229,14 +229,15 @@ impl<R: Runtime> Client<R> {
             shared.runtime.clone(),
             ws,
             conn.clone(),
-            commands,
+            receivers,
             registry.clone(),
         );
         let task_conn = conn.clone();
         shared.runtime.clone().spawn(async move {
             let conn = task_conn;
             if let Some(hook) = &registry.on_connect {
-                run_hook(&registry, &conn, "on_connect", || hook(conn.clone())).await;
+                let hook = run_hook(&registry, &conn, "on_connect", || hook(conn.clone()));
+                driver.before_start(hook).await;
             }
             let reason = driver.run().await;
             if let Some(hook) = &registry.on_disconnect {

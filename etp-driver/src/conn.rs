@@ -17,7 +17,8 @@ use crate::error::{AckError, EmitError};
 use crate::hub::Hub;
 use crate::id::ConnId;
 
-/// What the application asks a connection's driver to do.
+/// Frames the application asks a connection's driver to send, in order, bounded in
+/// bytes.
 pub(crate) enum Command {
     Emit {
         name: Bytes,
@@ -35,6 +36,22 @@ pub(crate) enum Command {
         frame: Bytes,
         cost: usize,
     },
+}
+
+impl Command {
+    /// The bytes this command holds against the outbound bound.
+    pub(crate) fn cost(&self) -> usize {
+        match self {
+            Self::Emit { cost, .. }
+            | Self::EmitWithAck { cost, .. }
+            | Self::Encoded { cost, .. } => *cost,
+        }
+    }
+}
+
+/// Orders about the connection itself. They travel apart from the frames so that a
+/// backlog of frames (a peer that does not read) can never hold them up.
+pub(crate) enum Control {
     Ping(oneshot::Sender<()>),
     /// Close with 1000 once in-flight handlers are done (server shutdown) or at once.
     Close {
@@ -46,16 +63,10 @@ pub(crate) enum Command {
     Abort,
 }
 
-impl Command {
-    /// The bytes this command holds against the outbound bound.
-    pub(crate) fn cost(&self) -> usize {
-        match self {
-            Self::Emit { cost, .. }
-            | Self::EmitWithAck { cost, .. }
-            | Self::Encoded { cost, .. } => *cost,
-            _ => 0,
-        }
-    }
+/// The driver's ends of a connection's two queues.
+pub(crate) struct Receivers {
+    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) control: mpsc::UnboundedReceiver<Control>,
 }
 
 /// Where the driver sends the outcome of one `emit_with_ack`.
@@ -113,6 +124,7 @@ pub(crate) struct ConnInner {
     request: Request,
     data: ConnData,
     commands: mpsc::UnboundedSender<Command>,
+    control: mpsc::UnboundedSender<Control>,
     /// Bytes queued in `commands` and not yet taken by the driver.
     queued: AtomicUsize,
     outbound_limit: usize,
@@ -136,24 +148,30 @@ impl Conn {
         request: Request,
         config: &ConnConfig,
         hub: Option<Weak<Hub>>,
-    ) -> (Self, mpsc::UnboundedReceiver<Command>) {
-        let (commands, receiver) = mpsc::unbounded();
+    ) -> (Self, Receivers) {
+        let (commands, command_rx) = mpsc::unbounded();
+        let (control, control_rx) = mpsc::unbounded();
         let inner = ConnInner {
             id: ConnId::random(),
             request,
             data: ConnData::default(),
             commands,
+            control,
             queued: AtomicUsize::new(0),
             outbound_limit: config.outbound_limit,
             policy: config.slow_consumer,
             closed: AtomicBool::new(false),
             hub,
         };
+        let receivers = Receivers {
+            commands: command_rx,
+            control: control_rx,
+        };
         (
             Self {
                 inner: Arc::new(inner),
             },
-            receiver,
+            receivers,
         )
     }
 
@@ -236,18 +254,18 @@ impl Conn {
 
     /// Sends a WebSocket ping and waits for the pong.
     pub async fn ping(&self) -> Result<(), EmitError> {
+        if self.is_closed() {
+            return Err(EmitError::Closed);
+        }
         let (done, pong) = oneshot::channel();
-        self.send(Command::Ping(done))?;
+        self.control(Control::Ping(done));
         pong.await.map_err(|_| EmitError::Closed)
     }
 
     /// Closes the connection with code 1000. Pending acknowledgements fail at once; the
     /// disconnect hook runs when the close handshake ends. Closing twice is harmless.
     pub fn close(&self) {
-        let _ = self
-            .inner
-            .commands
-            .unbounded_send(Command::Close { drain: false });
+        self.control(Control::Close { drain: false });
     }
 
     /// Joins a room of the server this connection belongs to (idempotent). False for
@@ -282,7 +300,9 @@ impl Conn {
         self.inner.hub.as_ref()?.upgrade()
     }
 
-    /// Queues a command against the outbound bound.
+    /// Queues a command against the outbound bound. A frame larger than the whole bound
+    /// still goes out when nothing else waits: the bound is for peers that fall behind,
+    /// not for big messages.
     fn send(&self, command: Command) -> Result<(), EmitError> {
         if self.is_closed() {
             return Err(EmitError::Closed);
@@ -290,14 +310,15 @@ impl Conn {
         let cost = command.cost();
         let inner = &self.inner;
         let before = inner.queued.fetch_add(cost, atomic::Ordering::AcqRel);
-        if before + cost > inner.outbound_limit && cost > 0 {
+        if before > 0 && before + cost > inner.outbound_limit {
             inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
             return Err(match inner.policy {
                 SlowConsumerPolicy::DropNew => EmitError::QueueFull {
                     limit: inner.outbound_limit,
                 },
                 SlowConsumerPolicy::Disconnect => {
-                    let _ = inner.commands.unbounded_send(Command::SlowConsumer);
+                    self.mark_closed();
+                    self.control(Control::SlowConsumer);
                     EmitError::SlowConsumer
                 }
             });
@@ -317,8 +338,8 @@ impl Conn {
         self.inner.closed.store(true, atomic::Ordering::Release);
     }
 
-    pub(crate) fn command(&self, command: Command) {
-        let _ = self.inner.commands.unbounded_send(command);
+    pub(crate) fn control(&self, control: Control) {
+        let _ = self.inner.control.unbounded_send(control);
     }
 }
 

@@ -25,7 +25,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 use etp_proto::{AckFailure, CloseReason, Output, ProtocolError, ReplyToken, Session};
 
-use crate::conn::{AckSender, Command, Conn};
+use crate::conn::{AckSender, Command, Conn, Control, Receivers};
 use crate::error::{AckError, DisconnectReason, Error, panic_message};
 use crate::handler::{BoxFuture, Event, Registry};
 use crate::runtime::Runtime;
@@ -54,6 +54,10 @@ impl<T> WebSocket for T where
 const READ_BATCH: usize = 32;
 /// Bytes waiting for the socket above which the driver stops taking new work.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Received events that may wait for a handler slot, at least. Reading goes on while
+/// they wait, so that a handler blocked on an acknowledgement from the peer still
+/// receives it when the peer sent other events first.
+const MIN_BACKLOG: usize = 16;
 /// Turns of the loop per poll before yielding to other tasks.
 const TURNS_PER_POLL: usize = 16;
 
@@ -111,10 +115,15 @@ pub(crate) struct Driver<S, R: Runtime> {
     session: Session<AckSender>,
     conn: Conn,
     commands: mpsc::UnboundedReceiver<Command>,
+    control: mpsc::UnboundedReceiver<Control>,
+    /// Control orders that arrived while a hook ran, applied when the loop starts.
+    deferred: VecDeque<Control>,
     registry: Arc<Registry>,
     handlers: FuturesUnordered<HandlerTask>,
-    /// Events read while every handler slot was taken; reading waits until it empties.
+    max_handlers: usize,
+    /// Events read while every handler slot was taken; reading pauses when it is full.
     backlog: VecDeque<etp_proto::Event>,
+    max_backlog: usize,
     writes: VecDeque<Message>,
     write_bytes: usize,
     needs_flush: bool,
@@ -130,19 +139,24 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         runtime: R,
         ws: S,
         conn: Conn,
-        commands: mpsc::UnboundedReceiver<Command>,
+        receivers: Receivers,
         registry: Arc<Registry>,
     ) -> Self {
         let session = Session::new(registry.config.session.clone(), runtime.now());
+        let max_handlers = registry.config.handler_concurrency.max(1);
         Self {
             runtime,
             ws,
             session,
             conn,
-            commands,
+            commands: receivers.commands,
+            control: receivers.control,
+            deferred: VecDeque::new(),
             registry,
             handlers: FuturesUnordered::new(),
+            max_handlers,
             backlog: VecDeque::new(),
+            max_backlog: max_handlers.max(MIN_BACKLOG),
             writes: VecDeque::new(),
             write_bytes: 0,
             needs_flush: false,
@@ -151,6 +165,30 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             phase: Phase::Open,
             reason: None,
         }
+    }
+
+    /// Runs `hook` (the connect hook) before the loop starts, giving up if the
+    /// connection is aborted meanwhile (shutdown past its deadline). Other control
+    /// orders wait for the loop.
+    pub(crate) async fn before_start(&mut self, hook: impl Future<Output = ()>) {
+        let hook = std::pin::pin!(hook);
+        let mut hook = Some(hook);
+        std::future::poll_fn(|cx| {
+            if let Some(running) = hook.as_mut()
+                && running.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(());
+            }
+            while let Poll::Ready(Some(control)) = self.control.poll_next_unpin(cx) {
+                let abort = matches!(control, Control::Abort);
+                self.deferred.push_back(control);
+                if abort {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await;
     }
 
     /// Runs the connection until it ends. In-flight handlers are not polled after this
@@ -163,7 +201,8 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         for _ in 0..TURNS_PER_POLL {
-            let mut progress = self.poll_commands(cx);
+            let mut progress = self.poll_control(cx);
+            progress |= self.poll_commands(cx);
             progress |= self.poll_handlers(cx);
             match self.poll_read(cx) {
                 ControlFlow::Break(reason) => return Poll::Ready(reason),
@@ -172,8 +211,10 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 ControlFlow::Continue(read) => progress |= read,
             }
             progress |= self.drain_outputs();
-            if let Poll::Ready(reason) = self.poll_write(cx) {
-                return Poll::Ready(reason);
+            match self.poll_write(cx) {
+                ControlFlow::Break(reason) => return Poll::Ready(reason),
+                // Room in the socket may let commands and reads resume: look again.
+                ControlFlow::Continue(wrote) => progress |= wrote,
             }
             match self.poll_timer(cx) {
                 Poll::Ready(Some(reason)) => return Poll::Ready(reason),
@@ -189,6 +230,20 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         Poll::Pending
     }
 
+    /// Applies control orders; nothing holds them up.
+    fn poll_control(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        while let Some(control) = self.deferred.pop_front() {
+            self.apply_control(control);
+            progress = true;
+        }
+        while let Poll::Ready(Some(control)) = self.control.poll_next_unpin(cx) {
+            self.apply_control(control);
+            progress = true;
+        }
+        progress
+    }
+
     /// Applies queued commands while the socket keeps up.
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
@@ -197,14 +252,30 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 break;
             };
             progress = true;
-            self.conn.dequeued(command.cost());
             self.apply(command);
         }
         progress
     }
 
+    /// Applies everything already queued, whatever the socket's backlog: a handler's
+    /// emits and close must take effect before its reply, as they were issued first.
+    fn apply_queued(&mut self) {
+        while let Ok(control) = self.control.try_recv() {
+            self.apply_control(control);
+        }
+        self.apply_queued_commands();
+    }
+
+    /// Takes every queued frame into the session (so a close that follows them keeps
+    /// its place behind them).
+    fn apply_queued_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            self.apply(command);
+        }
+    }
+
     fn apply(&mut self, command: Command) {
-        let now = self.runtime.now();
+        self.conn.dequeued(command.cost());
         match command {
             // A frame queued just before the connection closed is dropped with it, as
             // bytes written to a closing socket would be.
@@ -218,37 +289,53 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 ..
             } => {
                 let limit = self.session.config().max_pending_acks;
+                if self.session.pending_acks() >= limit {
+                    // Callers that gave up (dropped their future) free their slots.
+                    self.session.retain_acks(|reply| !reply.is_canceled());
+                }
                 if self.session.is_closed() {
                     let _ = reply.send(Err(AckError::ConnectionClosed));
                 } else if self.session.pending_acks() >= limit {
                     let _ = reply.send(Err(crate::EmitError::TooManyPendingAcks { limit }.into()));
                 } else {
                     // Cannot fail now: open, under the bound, name checked by `Conn`.
+                    let now = self.runtime.now();
                     let _ = self
                         .session
                         .emit_with_ack(&name, &data, reply, timeout, now);
                 }
             }
-            Command::Ping(done) => {
+        }
+    }
+
+    fn apply_control(&mut self, control: Control) {
+        match control {
+            Control::Ping(done) => {
                 if self.phase == Phase::Open {
                     self.queue(Message::Ping(Bytes::new()));
                     self.pings.push_back(done);
                 }
             }
-            Command::Close { drain: false } => self.session.close(),
-            Command::Close { drain: true } => {
+            Control::Close { drain: false } => {
+                // What was emitted before `close()` goes out before the close frame.
+                self.apply_queued_commands();
+                self.session.close();
+            }
+            Control::Close { drain: true } => {
                 if self.phase == Phase::Open {
                     self.phase = Phase::Draining;
                 }
             }
-            Command::SlowConsumer => self.close_abnormally(
+            Control::SlowConsumer => self.close_abnormally(
                 CloseCode::Policy,
                 "slow consumer",
                 DisconnectReason::SlowConsumer,
             ),
-            Command::Abort => {
+            Control::Abort => {
                 self.reason.get_or_insert(DisconnectReason::Shutdown);
-                self.phase = Phase::Closing { deadline: now };
+                self.phase = Phase::Closing {
+                    deadline: self.runtime.now(),
+                };
             }
         }
     }
@@ -268,10 +355,11 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 }
             };
             if let Some(reply) = done.reply {
+                self.apply_queued();
                 let _ = self.session.ack(reply, &data);
             }
         }
-        while self.handlers.len() < self.registry.config.handler_concurrency {
+        while self.handlers.len() < self.max_handlers {
             let Some(event) = self.backlog.pop_front() else {
                 break;
             };
@@ -279,6 +367,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             progress = true;
         }
         if self.phase == Phase::Draining && self.handlers.is_empty() && self.backlog.is_empty() {
+            self.apply_queued_commands();
             self.session.close();
             progress = true;
         }
@@ -290,7 +379,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> ControlFlow<DisconnectReason, bool> {
         let mut read = false;
         for _ in 0..READ_BATCH {
-            if !self.backlog.is_empty() || self.write_bytes >= WRITE_HIGH_WATER {
+            if self.reading_paused() {
                 break;
             }
             let message = match self.ws.poll_next_unpin(cx) {
@@ -331,11 +420,17 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 }
                 Message::Frame(_) => {}
             }
-            // One message at a time through the session, so that at most one event
-            // waits in the backlog when the handlers are all busy.
+            // One message at a time through the session, so that the backlog check
+            // above sees every event.
             self.drain_outputs();
         }
         ControlFlow::Continue(read)
+    }
+
+    /// True while the driver itself holds reading back: handlers or the socket are
+    /// behind.
+    fn reading_paused(&self) -> bool {
+        self.backlog.len() >= self.max_backlog || self.write_bytes >= WRITE_HIGH_WATER
     }
 
     fn handle(&mut self, message: Bytes, now: Instant) {
@@ -470,12 +565,14 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         self.phase = Phase::Closing { deadline };
     }
 
-    /// Feeds queued messages to the socket and flushes once they are in.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+    /// Feeds queued messages to the socket and flushes once they are in: whether
+    /// anything was handed over, or why the socket failed.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> ControlFlow<DisconnectReason, bool> {
+        let mut wrote = false;
         while !self.writes.is_empty() {
             match self.ws.poll_ready_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(err)) => return Poll::Ready(self.write_failed(err)),
+                Poll::Pending => break,
+                Poll::Ready(Err(err)) => return ControlFlow::Break(self.write_failed(err)),
                 Poll::Ready(Ok(())) => {}
             }
             let Some(message) = self.writes.pop_front() else {
@@ -483,18 +580,19 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             };
             self.write_bytes -= message.len();
             if let Err(err) = self.ws.start_send_unpin(message) {
-                return Poll::Ready(self.write_failed(err));
+                return ControlFlow::Break(self.write_failed(err));
             }
             self.needs_flush = true;
+            wrote = true;
         }
         if self.needs_flush {
             match self.ws.poll_flush_unpin(cx) {
                 Poll::Pending => {}
                 Poll::Ready(Ok(())) => self.needs_flush = false,
-                Poll::Ready(Err(err)) => return Poll::Ready(self.write_failed(err)),
+                Poll::Ready(Err(err)) => return ControlFlow::Break(self.write_failed(err)),
             }
         }
-        Poll::Pending
+        ControlFlow::Continue(wrote)
     }
 
     /// Keeps one timer armed for the earliest deadline and fires it. `Ready(None)`: a
@@ -523,6 +621,10 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         }
         self.timer = None;
         let now = self.runtime.now();
+        if self.reading_paused() {
+            // Unread pongs are our doing, not the peer's: do not call it idle.
+            self.session.handle_pong(now);
+        }
         if close_deadline.is_some_and(|at| at <= now) {
             let code = 1000;
             return Poll::Ready(Some(self.ended(DisconnectReason::CloseTimedOut { code })));
@@ -532,9 +634,14 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     }
 
     fn read_failed(&mut self, err: tungstenite::Error) -> DisconnectReason {
-        use tungstenite::error::{CapacityError, Error as WsError};
+        use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
         let reason = match err {
-            WsError::ConnectionClosed | WsError::AlreadyClosed => DisconnectReason::ConnectionLost,
+            // A TCP connection that ended without a close frame: lost, not a violation.
+            WsError::ConnectionClosed
+            | WsError::AlreadyClosed
+            | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                DisconnectReason::ConnectionLost
+            }
             WsError::Io(err) => DisconnectReason::Io(Arc::new(err)),
             WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
                 let limit = self.session.config().read_limit.unwrap_or(usize::MAX);
@@ -593,12 +700,16 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         self.conn.mark_closed();
         self.session.handle_transport_closed(self.runtime.now());
         self.commands.close();
+        self.control.close();
         while let Ok(command) = self.commands.try_recv() {
             self.conn.dequeued(command.cost());
             if let Command::EmitWithAck { reply, .. } = command {
                 let _ = reply.send(Err(AckError::ConnectionClosed));
             }
         }
+        // Pending pings and closes just end: their senders drop.
+        while self.control.try_recv().is_ok() {}
+        self.deferred.clear();
         self.writes.clear();
         self.write_bytes = 0;
         self.pings.clear();

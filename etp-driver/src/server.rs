@@ -11,7 +11,7 @@ use futures_channel::oneshot;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 
-use crate::conn::{Command, Conn, Request};
+use crate::conn::{Conn, Control, Request};
 use crate::driver::{Driver, WebSocket};
 use crate::error::{Error, panic_message};
 use crate::handler::{BuildError, Registry, hook_builder_methods};
@@ -176,21 +176,23 @@ impl<R: Runtime> Server<R> {
         let shared = &self.shared;
         let _active = shared.tracker.enter();
         let registry = shared.registry.clone();
-        let (conn, commands) =
+        let (conn, receivers) =
             Conn::new(request, &registry.config, Some(Arc::downgrade(&shared.hub)));
-        shared.hub.register(&conn);
+        // Unregisters however this future ends, even if it is dropped mid-way.
+        let registration = Registration::new(&shared.hub, &conn);
         if self.is_shutting_down() {
-            conn.command(Command::Close { drain: false });
+            conn.control(Control::Close { drain: false });
         }
         let mut driver = Driver::new(
             shared.runtime.clone(),
             ws,
             conn.clone(),
-            commands,
+            receivers,
             registry.clone(),
         );
         if let Some(hook) = &registry.on_connect {
-            run_hook(&registry, &conn, "on_connect", || hook(conn.clone())).await;
+            let hook = run_hook(&registry, &conn, "on_connect", || hook(conn.clone()));
+            driver.before_start(hook).await;
         }
         let reason = driver.run().await;
         if let Some(hook) = &registry.on_disconnect {
@@ -199,7 +201,7 @@ impl<R: Runtime> Server<R> {
             })
             .await;
         }
-        shared.hub.unregister(&conn);
+        drop(registration);
         // Dropping the driver cancels the handlers still running for this connection.
         drop(driver);
     }
@@ -248,7 +250,7 @@ impl<R: Runtime> Server<R> {
             }
         }
         for conn in self.rooms().all() {
-            conn.command(Command::Close { drain: true });
+            conn.control(Control::Close { drain: true });
         }
         let deadline = shared.runtime.now() + timeout;
         let sleep = shared.runtime.sleep_until(deadline);
@@ -260,10 +262,32 @@ impl<R: Runtime> Server<R> {
         }
         let stragglers = self.rooms().all();
         for conn in &stragglers {
-            conn.command(Command::Abort);
+            conn.control(Control::Abort);
         }
         shared.tracker.idle().await;
         stragglers.len()
+    }
+}
+
+/// A connection's place in the hub, given up on drop.
+struct Registration {
+    hub: Arc<Hub>,
+    conn: Conn,
+}
+
+impl Registration {
+    fn new(hub: &Arc<Hub>, conn: &Conn) -> Self {
+        hub.register(conn);
+        Self {
+            hub: hub.clone(),
+            conn: conn.clone(),
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(&self.conn);
     }
 }
 

@@ -74,6 +74,14 @@ impl<C> AckTable<C> {
         Some(pending.ctx)
     }
 
+    /// Removes every request whose context fails `keep`; returns how many.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&C) -> bool) -> usize {
+        let before = self.pending.len();
+        self.pending.retain(|_, pending| keep(&pending.ctx));
+        self.discard_stale();
+        before - self.pending.len()
+    }
+
     /// The earliest deadline of an awaited request.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         // `discard_stale` keeps a live entry at the top.

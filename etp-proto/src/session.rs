@@ -27,8 +27,8 @@ const ENCODE_CHUNK: usize = 4096;
 ///   [`handle_transport_closed`](Self::handle_transport_closed) when the socket is gone.
 /// * **Commands** come from the application: [`emit`](Self::emit),
 ///   [`emit_with_ack`](Self::emit_with_ack), [`ack`](Self::ack),
-///   [`send_encoded`](Self::send_encoded), [`cancel_ack`](Self::cancel_ack) and
-///   [`close`](Self::close).
+///   [`send_encoded`](Self::send_encoded), [`cancel_ack`](Self::cancel_ack),
+///   [`retain_acks`](Self::retain_acks) and [`close`](Self::close).
 /// * **Outputs** (`poll_*`) say what to do: [`poll_output`](Self::poll_output) yields
 ///   [`Output`]s in order, [`poll_timeout`](Self::poll_timeout) the next deadline.
 /// * **Getters** (`&self`) report state: [`is_closed`](Self::is_closed),
@@ -57,7 +57,8 @@ const ENCODE_CHUNK: usize = 4096;
 ///    awaited acknowledgements fail at once with [`AckFailure::ConnectionClosed`].
 ///
 /// Every [`emit_with_ack`](Self::emit_with_ack) that returns `Ok` ends exactly once: in
-/// `AckResolved`, in `AckFailed`, or by [`cancel_ack`](Self::cancel_ack).
+/// `AckResolved`, in `AckFailed`, or by [`cancel_ack`](Self::cancel_ack) /
+/// [`retain_acks`](Self::retain_acks).
 ///
 /// ```
 /// use std::time::{Duration, Instant};
@@ -275,6 +276,14 @@ impl<C> Session<C> {
     /// its context; `None` when it already ended. A reply that comes later is dropped.
     pub fn cancel_ack(&mut self, id: u64) -> Option<C> {
         self.acks.remove(id)
+    }
+
+    /// Stops awaiting every acknowledgement whose context fails `keep` (say, requests
+    /// whose caller has gone away) and returns how many; like
+    /// [`cancel_ack`](Self::cancel_ack), they end here, and replies that come later are
+    /// dropped.
+    pub fn retain_acks(&mut self, keep: impl FnMut(&C) -> bool) -> usize {
+        self.acks.retain(keep)
     }
 
     /// Closes the session with code 1000: awaited acknowledgements fail at once and

@@ -715,3 +715,30 @@ fn an_unbounded_per_call_timeout_waits_without_overflowing_the_clock() {
     );
     assert_eq!(session.pending_acks(), 1);
 }
+
+#[test]
+fn retained_acks_keep_waiting_and_the_others_end_silently() {
+    let mut pair = Pair::new();
+    for ctx in ["keep", "drop", "keep too"] {
+        pair.client
+            .emit_with_ack(b"q", b"", ctx, None, pair.now)
+            .unwrap();
+    }
+    pair.drive();
+    assert_eq!(pair.client.retain_acks(|ctx| ctx.starts_with("keep")), 1);
+    assert_eq!(pair.client.pending_acks(), 2);
+    // The dropped request's reply (id 2) resolves nothing; the others still resolve.
+    for _ in 0..3 {
+        let event = pair.server_seen.events.remove(0);
+        pair.server.ack(event.reply.unwrap(), b"").unwrap();
+    }
+    pair.drive();
+    let resolved: Vec<_> = pair
+        .client_seen
+        .resolved
+        .iter()
+        .map(|(ctx, _)| *ctx)
+        .collect();
+    assert_eq!(resolved, ["keep", "keep too"]);
+    assert_eq!(pair.client.poll_timeout(), None);
+}
