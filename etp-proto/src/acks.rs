@@ -128,11 +128,11 @@ impl<C> AckTable<C> {
             self.deadlines.pop();
         }
         if self.deadlines.len() > 2 * self.pending.len() + 32 {
-            let live = self
-                .pending
-                .iter()
-                .map(|(&id, p)| Reverse((p.deadline, id)));
-            self.deadlines = live.collect();
+            // In place: rebuilding with `collect` allocates a new heap each time.
+            let pending = &self.pending;
+            self.deadlines.retain(|Reverse((deadline, id))| {
+                pending.get(id).is_some_and(|p| p.deadline == *deadline)
+            });
         }
     }
 

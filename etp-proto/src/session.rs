@@ -217,7 +217,13 @@ impl<C> Session<C> {
     /// Emits an event that wants no acknowledgement (ack id 0).
     pub fn emit(&mut self, name: &[u8], data: &[u8]) -> Result<(), SendError> {
         self.check_open()?;
-        frame::encode_event(name, 0, data, self.config.encoding, self.encode_buf())?;
+        frame::encode_event(
+            name,
+            0,
+            data,
+            self.config.encoding,
+            self.encode_buf(name.len() + data.len()),
+        )?;
         self.queue_encoded();
         Ok(())
     }
@@ -250,7 +256,8 @@ impl<C> Session<C> {
         let deadline = now.checked_add(timeout).unwrap_or(now);
         let id = self.acks.insert(ctx, deadline);
         let encoding = self.config.encoding;
-        frame::encode(&[name], id, data, encoding, self.encode_buf());
+        let buf = self.encode_buf(name.len() + data.len());
+        frame::encode(&[name], id, data, encoding, buf);
         self.queue_encoded();
         Ok(id)
     }
@@ -259,7 +266,8 @@ impl<C> Session<C> {
     pub fn ack(&mut self, reply: ReplyToken, data: &[u8]) -> Result<(), SendError> {
         self.check_open()?;
         let encoding = self.config.encoding;
-        frame::encode_ack_reply(&reply.name, reply.id, data, encoding, self.encode_buf());
+        let buf = self.encode_buf(frame::ACK_PREFIX.len() + reply.name.len() + data.len());
+        frame::encode_ack_reply(&reply.name, reply.id, data, encoding, buf);
         self.queue_encoded();
         Ok(())
     }
@@ -325,9 +333,18 @@ impl<C> Session<C> {
         }
     }
 
-    fn encode_buf(&mut self) -> &mut BytesMut {
-        if self.encode_buf.capacity() == 0 {
-            self.encode_buf.reserve(ENCODE_CHUNK);
+    /// The encode buffer, with room for a frame whose name and data total
+    /// `name_and_data_len` bytes. When it lacks room it takes a whole ENCODE_CHUNK (or
+    /// the frame's size, if larger): `reserve` reclaims the old chunk when every frame
+    /// split off it was dropped, and otherwise allocates a new chunk. Reserving only
+    /// what the frame needs would make `BytesMut` allocate exactly one frame's worth
+    /// whenever earlier frames are still queued (`BytesMut::new` records no original
+    /// capacity to fall back on): two allocations per frame from then on.
+    fn encode_buf(&mut self, name_and_data_len: usize) -> &mut BytesMut {
+        // Two separators and the longest ack id.
+        let needed = name_and_data_len + 4 + 20;
+        if self.encode_buf.capacity() < needed {
+            self.encode_buf.reserve(needed.max(ENCODE_CHUNK));
         }
         &mut self.encode_buf
     }
