@@ -4,7 +4,7 @@
 //! Each checker takes arbitrary bytes, runs the code under test on them and panics when
 //! an invariant breaks, which is how a fuzzer or proptest notices.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -70,10 +70,13 @@ pub fn frame_parse(data: &[u8]) {
                 let again = Frame::parse(buf.freeze()).expect("an encoded parsed frame parses");
                 assert_eq!(again.name(), frame.name());
                 assert_eq!(again.ack_id(), frame.ack_id());
-                assert_eq!(
-                    again.data().map(|d| &d[..]).unwrap_or_default(),
-                    frame.data().map(|d| &d[..]).unwrap_or_default()
-                );
+                // Compact writes no third part for empty data; ThreePart always does.
+                let data = frame.data().map(|d| &d[..]).unwrap_or_default();
+                let expected = match encoding {
+                    Encoding::Compact if data.is_empty() => None,
+                    _ => Some(data),
+                };
+                assert_eq!(again.data().map(|d| &d[..]), expected);
             }
         }
         (Err(err), Err((kind, ack))) => {
@@ -159,6 +162,9 @@ pub fn session(data: &[u8]) {
         closed: false,
         expected_resolution: None,
         timeout_fired: false,
+        transmits: VecDeque::new(),
+        last_received: start,
+        last_ping: None,
     };
 
     while !input.is_empty() {
@@ -169,6 +175,7 @@ pub fn session(data: &[u8]) {
             "an awaited reply resolved nothing"
         );
         if std::mem::take(&mut model.timeout_fired) {
+            model.check_keepalive_not_late();
             assert!(
                 model.awaited.values().all(|r| r.deadline > model.now),
                 "a timeout was missed"
@@ -216,6 +223,11 @@ struct Model {
     expected_resolution: Option<u64>,
     /// Whether the last step fired the timers, after which nothing due may remain.
     timeout_fired: bool,
+    /// The exact frames the commands so far must transmit, in order.
+    transmits: VecDeque<Vec<u8>>,
+    /// When the session last heard from the peer, and last pinged it.
+    last_received: Instant,
+    last_ping: Option<Instant>,
 }
 
 impl Model {
@@ -232,6 +244,9 @@ impl Model {
                     && !too_large
                 {
                     self.expected_resolution = self.ctx_of(frame.ack_id());
+                }
+                if !self.closed {
+                    self.last_received = self.now;
                 }
                 let result = self.session.handle_message(message, self.now);
                 if let Err(err) = &result {
@@ -259,6 +274,8 @@ impl Model {
                     Ok(id) => {
                         assert!(!self.closed && !name.starts_with(b"__ack_"));
                         assert!((1..=MAX_ACK_ID).contains(&id));
+                        let wire = self.wire(name, id as i64, b"x");
+                        self.transmits.push_back(wire);
                         let deadline = self.now + timeout.unwrap_or(self.config.ack_timeout);
                         self.awaited.insert(ctx, Request { id, deadline });
                         self.issued.push(id);
@@ -276,8 +293,13 @@ impl Model {
             }
             3 => {
                 let name = NAMES[usize::from(input.byte()) % NAMES.len()];
-                match self.session.emit(name, input.bytes(8)) {
-                    Ok(()) => assert!(!self.closed),
+                let data = input.bytes(8);
+                match self.session.emit(name, data) {
+                    Ok(()) => {
+                        assert!(!self.closed);
+                        let wire = self.wire(name, 0, data);
+                        self.transmits.push_back(wire);
+                    }
                     Err(SendError::Closed) => assert!(self.closed),
                     Err(err) => assert!(
                         matches!(err, SendError::InvalidName(_)) && name.starts_with(b"__ack_")
@@ -285,14 +307,20 @@ impl Model {
                 }
             }
             4 => {
+                // Both bytes are read whether or not a token is held, so that the ops
+                // after this one decode the same either way.
+                let pick = usize::from(input.byte());
+                let data = input.bytes(8);
                 if !self.replies.is_empty() {
-                    let token = self
-                        .replies
-                        .swap_remove(usize::from(input.byte()) % self.replies.len());
-                    assert_eq!(
-                        self.session.ack(token, input.bytes(8)).is_ok(),
-                        !self.closed
-                    );
+                    let token = self.replies.swap_remove(pick % self.replies.len());
+                    let mut name = b"__ack_".to_vec();
+                    name.extend_from_slice(token.name());
+                    let wire = self.wire(&name, token.id() as i64, data);
+                    let sent = self.session.ack(token, data).is_ok();
+                    assert_eq!(sent, !self.closed);
+                    if sent {
+                        self.transmits.push_back(wire);
+                    }
                 }
             }
             5 | 6 => {
@@ -329,10 +357,49 @@ impl Model {
                     .session
                     .send_encoded(Bytes::from_static(b"room||0||hi"));
                 assert_eq!(result.is_ok(), !self.closed);
+                if result.is_ok() {
+                    self.transmits.push_back(b"room||0||hi".to_vec());
+                }
             }
             _ => {
                 self.session.handle_pong(self.now);
+                if !self.closed {
+                    self.last_received = self.now;
+                }
             }
+        }
+    }
+
+    /// The bytes a frame must have on the wire, written independently of the codec.
+    fn wire(&self, name: &[u8], id: i64, data: &[u8]) -> Vec<u8> {
+        let mut wire = name.to_vec();
+        wire.extend_from_slice(format!("||{id}").as_bytes());
+        if !data.is_empty() || self.config.encoding == Encoding::ThreePart {
+            wire.extend_from_slice(b"||");
+            wire.extend_from_slice(data);
+        }
+        wire
+    }
+
+    fn ping_due(&self, interval: Duration) -> Instant {
+        self.last_ping
+            .map_or(self.last_received, |ping| ping.max(self.last_received))
+            + interval
+    }
+
+    /// After the timers fired, nothing due may be left: no ping or idle close missed.
+    fn check_keepalive_not_late(&self) {
+        if self.closed {
+            return;
+        }
+        if let Some(idle) = self.config.idle_timeout {
+            assert!(
+                self.now < self.last_received + idle,
+                "missed the idle timeout"
+            );
+        }
+        if let Some(interval) = self.config.ping_interval {
+            assert!(self.now < self.ping_due(interval), "missed a ping");
         }
     }
 
@@ -366,10 +433,12 @@ impl Model {
         while let Some(output) = self.session.poll_output() {
             match output {
                 Output::Transmit(frame) => {
-                    let frame = Frame::parse(frame).expect("we transmit valid frames");
-                    if !frame.is_ack() && frame.ack_id() != 0 && frame.name() != b"room" {
-                        assert!(frame.ack_id() <= MAX_ACK_ID);
-                    }
+                    let expected = self.transmits.pop_front();
+                    assert_eq!(
+                        Some(&frame[..]),
+                        expected.as_deref(),
+                        "frames go out exactly as commanded, in order"
+                    );
                 }
                 Output::Event(event) => {
                     assert!(
@@ -402,8 +471,27 @@ impl Model {
                         AckFailure::ConnectionClosed => failed_closed.push(ctx),
                     }
                 }
-                Output::Ping => assert!(self.config.ping_interval.is_some()),
-                Output::Close(_) => assert!(self.session.is_closed()),
+                Output::Ping => {
+                    let interval = self
+                        .config
+                        .ping_interval
+                        .expect("pings only with an interval");
+                    assert!(self.now >= self.ping_due(interval), "pinged early");
+                    self.last_ping = Some(self.now);
+                }
+                Output::Close(reason) => {
+                    assert!(self.session.is_closed());
+                    if reason == crate::CloseReason::IdleTimeout {
+                        let idle = self
+                            .config
+                            .idle_timeout
+                            .expect("idle close only with a timeout");
+                        assert!(
+                            self.now >= self.last_received + idle,
+                            "closed for idleness early"
+                        );
+                    }
+                }
             }
         }
         if self.session.is_closed() {
