@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -90,8 +89,7 @@ impl<R: Runtime> ClientBuilder<R> {
                 runtime: self.runtime,
                 registry: Arc::new(self.registry),
                 reconnect: self.reconnect,
-                current: Mutex::new(None),
-                closed: AtomicBool::new(false),
+                state: Mutex::new(State::default()),
             }),
         })
     }
@@ -101,9 +99,45 @@ struct Shared<R> {
     runtime: R,
     registry: Arc<Registry>,
     reconnect: Option<Backoff>,
-    current: Mutex<Option<Conn>>,
+    state: Mutex<State>,
+}
+
+/// Which connection is current, under one lock so that `close`, a new dial and a
+/// reconnection cannot interleave badly.
+#[derive(Default)]
+struct State {
+    current: Option<Conn>,
     /// Set by `close`: no reconnection until the next dial.
-    closed: AtomicBool,
+    closed: bool,
+    /// Counts dials by the application; a reconnection loop belongs to one dial and
+    /// stops once another dial has happened.
+    generation: u64,
+}
+
+impl<R> Shared<R> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How a client connection ends: resolves after its disconnect hook ran.
+#[derive(Debug)]
+pub struct Ended {
+    receiver: oneshot::Receiver<DisconnectReason>,
+    generation: u64,
+}
+
+impl Ended {
+    /// Waits for the end; `None` if the connection's task was dropped without ending
+    /// (its runtime shut down).
+    pub async fn reason(&mut self) -> Option<DisconnectReason> {
+        (&mut self.receiver).await.ok()
+    }
+
+    /// The reason if the connection has already ended, without waiting.
+    pub fn try_reason(&mut self) -> Option<DisconnectReason> {
+        self.receiver.try_recv().ok().flatten()
+    }
 }
 
 /// An etp client: one connection at a time. Cheap to clone.
@@ -140,12 +174,8 @@ impl<R: Runtime + Default> Client<R> {
 impl<R> Client<R> {
     /// The current connection, if connected.
     pub fn conn(&self) -> Option<Conn> {
-        let current = self
-            .shared
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        current.clone().filter(|c| !c.is_closed())
+        let current = self.shared.state().current.clone();
+        current.filter(|c| !c.is_closed())
     }
 }
 
@@ -198,29 +228,57 @@ impl<R: Runtime> Client<R> {
 
     /// Closes the connection with 1000 and stops reconnecting.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        if let Some(conn) = self.conn() {
+        let current = {
+            let mut state = self.shared.state();
+            state.closed = true;
+            state.current.clone()
+        };
+        if let Some(conn) = current {
             conn.close();
         }
     }
 
-    /// Starts a connection over an established WebSocket (the adapters dial it) and
-    /// returns it with a receiver that yields how it ended, after the disconnect hook.
-    pub fn start<S: WebSocket>(
+    /// Starts a connection over an established WebSocket (the adapters dial it),
+    /// replacing any current one, and returns it with its [`Ended`].
+    pub fn start<S: WebSocket>(&self, ws: S, request: Request) -> (Conn, Ended) {
+        let mut state = self.shared.state();
+        state.closed = false;
+        state.generation += 1;
+        let generation = state.generation;
+        let (conn, receiver) = self.spawn(&mut state, ws, request);
+        (
+            conn,
+            Ended {
+                receiver,
+                generation,
+            },
+        )
+    }
+
+    /// A reconnection's start: only if the client was neither closed nor dialed again
+    /// while the reconnection was dialing.
+    fn restart<S: WebSocket>(&self, ws: S, request: Request, generation: u64) -> Option<Ended> {
+        let mut state = self.shared.state();
+        if state.closed || state.generation != generation {
+            return None;
+        }
+        let (_, receiver) = self.spawn(&mut state, ws, request);
+        Some(Ended {
+            receiver,
+            generation,
+        })
+    }
+
+    fn spawn<S: WebSocket>(
         &self,
+        state: &mut State,
         ws: S,
         request: Request,
     ) -> (Conn, oneshot::Receiver<DisconnectReason>) {
         let shared = self.shared.clone();
-        shared.closed.store(false, Ordering::Release);
         let registry = shared.registry.clone();
         let (conn, receivers) = Conn::new(request, &registry.config, None);
-        let previous = shared
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(conn.clone());
-        if let Some(previous) = previous {
+        if let Some(previous) = state.current.replace(conn.clone()) {
             // One connection per client: a new dial replaces the old connection.
             previous.close();
         }
@@ -248,12 +306,9 @@ impl<R: Runtime> Client<R> {
                 .await;
             }
             {
-                let mut current = shared
-                    .current
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if current.as_ref() == Some(&conn) {
-                    *current = None;
+                let mut state = shared.state();
+                if state.current.as_ref() == Some(&conn) {
+                    state.current = None;
                 }
             }
             drop(driver);
@@ -262,41 +317,47 @@ impl<R: Runtime> Client<R> {
         (conn, ended_rx)
     }
 
-    /// Keeps the client connected: each time the connection behind `ended` ends (and
-    /// the client was not closed), redials with `dial` after the backoff delays. Returns
-    /// when the client is closed or the attempts run out. Dial failures go to the error
+    /// True when reconnecting on behalf of the dial `generation` must stop.
+    fn superseded(&self, generation: u64) -> bool {
+        let state = self.shared.state();
+        state.closed || state.generation != generation
+    }
+
+    /// Keeps the client connected: each time the connection behind `ended` ends, redials
+    /// with `dial` after the backoff delays. Returns when the client is closed, dialed
+    /// again by the application, or the attempts run out. Dial failures go to the error
     /// hook. The adapters spawn this after a successful first dial.
-    pub async fn keep_connected<S, D, Fut, E>(
-        &self,
-        mut ended: oneshot::Receiver<DisconnectReason>,
-        backoff: Backoff,
-        dial: D,
-    ) where
+    pub async fn keep_connected<S, D, Fut, E>(&self, mut ended: Ended, backoff: Backoff, dial: D)
+    where
         S: WebSocket,
         D: Fn() -> Fut,
         Fut: Future<Output = Result<(S, Request), E>>,
         E: Into<std::io::Error>,
     {
+        let generation = ended.generation;
         loop {
-            let _ = (&mut ended).await;
+            let _ = ended.reason().await;
             let mut attempt = 0u32;
             loop {
-                if self.shared.closed.load(Ordering::Acquire) {
-                    return;
-                }
-                if backoff.max_attempts.is_some_and(|max| attempt >= max) {
+                if self.superseded(generation)
+                    || backoff.max_attempts.is_some_and(|max| attempt >= max)
+                {
                     return;
                 }
                 let wake = self.shared.runtime.now() + backoff.delay(attempt);
                 self.shared.runtime.sleep_until(wake).await;
-                if self.shared.closed.load(Ordering::Acquire) {
+                if self.superseded(generation) {
                     return;
                 }
                 match dial().await {
-                    Ok((ws, request)) => {
-                        ended = self.start(ws, request).1;
-                        break;
-                    }
+                    Ok((ws, request)) => match self.restart(ws, request, generation) {
+                        Some(next) => {
+                            ended = next;
+                            break;
+                        }
+                        // Closed or dialed again meanwhile: the new socket is dropped.
+                        None => return,
+                    },
                     Err(err) => {
                         self.shared.registry.report(None, Error::Io(err.into()));
                         attempt = attempt.saturating_add(1);

@@ -58,6 +58,13 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// they wait, so that a handler blocked on an acknowledgement from the peer still
 /// receives it when the peer sent other events first.
 const MIN_BACKLOG: usize = 16;
+/// While acknowledgements are awaited, reading goes on past a full backlog until the
+/// waiting events hold this many bytes: a handler blocked on the peer's reply must
+/// not stall behind events the peer sent first. Counted with per-event overhead.
+const MAX_BACKLOG_BYTES_WHILE_AWAITING: usize = 1 << 20;
+/// What one waiting event costs besides its name and data (the event, its buffer's
+/// bookkeeping).
+const BACKLOG_EVENT_OVERHEAD: usize = 128;
 /// Turns of the loop per poll before yielding to other tasks.
 const TURNS_PER_POLL: usize = 16;
 
@@ -124,6 +131,7 @@ pub(crate) struct Driver<S, R: Runtime> {
     /// Events read while every handler slot was taken; reading pauses when it is full.
     backlog: VecDeque<etp_proto::Event>,
     max_backlog: usize,
+    backlog_bytes: usize,
     writes: VecDeque<Message>,
     write_bytes: usize,
     needs_flush: bool,
@@ -157,6 +165,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             max_handlers,
             backlog: VecDeque::new(),
             max_backlog: max_handlers.max(MIN_BACKLOG),
+            backlog_bytes: 0,
             writes: VecDeque::new(),
             write_bytes: 0,
             needs_flush: false,
@@ -360,7 +369,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             }
         }
         while self.handlers.len() < self.max_handlers {
-            let Some(event) = self.backlog.pop_front() else {
+            let Some(event) = self.pop_backlog() else {
                 break;
             };
             self.dispatch(event);
@@ -430,7 +439,21 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     /// True while the driver itself holds reading back: handlers or the socket are
     /// behind.
     fn reading_paused(&self) -> bool {
-        self.backlog.len() >= self.max_backlog || self.write_bytes >= WRITE_HIGH_WATER
+        if self.write_bytes >= WRITE_HIGH_WATER {
+            return true;
+        }
+        if self.backlog.len() < self.max_backlog {
+            return false;
+        }
+        // A full backlog: keep reading (bounded in bytes) only while a reply we await
+        // may be behind the waiting events.
+        self.session.pending_acks() == 0 || self.backlog_bytes >= MAX_BACKLOG_BYTES_WHILE_AWAITING
+    }
+
+    fn pop_backlog(&mut self) -> Option<etp_proto::Event> {
+        let event = self.backlog.pop_front()?;
+        self.backlog_bytes -= backlog_cost(&event);
+        Some(event)
     }
 
     fn handle(&mut self, message: Bytes, now: Instant) {
@@ -464,6 +487,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     {
                         self.dispatch(event);
                     } else if self.phase == Phase::Open {
+                        self.backlog_bytes += backlog_cost(&event);
                         self.backlog.push_back(event);
                     } else if let Some(reply) = event.reply {
                         // Shutting down: no new work, but every request is answered.
@@ -714,10 +738,16 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         self.write_bytes = 0;
         self.pings.clear();
         self.backlog.clear();
+        self.backlog_bytes = 0;
         while let Some(output) = self.session.poll_output() {
             if let Output::AckFailed { ctx, .. } = output {
                 let _ = ctx.send(Err(AckError::ConnectionClosed));
             }
         }
     }
+}
+
+/// What a waiting event counts against the backlog's byte bound.
+fn backlog_cost(event: &etp_proto::Event) -> usize {
+    event.name.len() + event.data.as_ref().map_or(0, Bytes::len) + BACKLOG_EVENT_OVERHEAD
 }

@@ -152,16 +152,17 @@ impl<R: Runtime> Server<R> {
         version: http::Version,
         headers: &http::HeaderMap,
     ) -> Result<http::Response<()>, HandshakeError> {
-        if self.is_shutting_down() {
-            return Err(HandshakeError::service_unavailable());
-        }
-        crate::handshake::accept(method, version, headers, &self.shared.origins).inspect_err(
-            |err| {
-                self.shared
-                    .registry
-                    .report(None, Error::Handshake(err.clone()));
-            },
-        )
+        // The request's own faults first (they say more), then the server's state.
+        let accepted = crate::handshake::accept(method, version, headers, &self.shared.origins)
+            .and_then(|response| match self.is_shutting_down() {
+                true => Err(HandshakeError::service_unavailable()),
+                false => Ok(response),
+            });
+        accepted.inspect_err(|err| {
+            self.shared
+                .registry
+                .report(None, Error::Handshake(err.clone()));
+        })
     }
 
     /// Reports an error that happened before a connection existed (accept, upgrade IO).

@@ -12,8 +12,8 @@ fn text(event: &Event) -> String {
     String::from_utf8_lossy(event.data()).into_owned()
 }
 
-async fn ended(receiver: futures_channel::oneshot::Receiver<DisconnectReason>) -> DisconnectReason {
-    guarded("the connection to end", receiver)
+async fn ended(mut ended: etp_driver::Ended) -> DisconnectReason {
+    guarded("the connection to end", async move { ended.reason().await })
         .await
         .expect("the client task reports how the connection ended")
 }
@@ -111,7 +111,7 @@ async fn client_close_times_out_without_an_answer() {
     client.close();
     assert_eq!(peer.recv_close().await.0, 1000);
     rt.advance_and_settle(Duration::from_millis(4_999)).await;
-    assert!(matches!(receiver.try_recv(), Ok(None)));
+    assert!(receiver.try_reason().is_none());
     rt.advance_and_settle(Duration::from_millis(1)).await;
     assert!(matches!(
         ended(receiver).await,

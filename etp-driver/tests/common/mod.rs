@@ -783,13 +783,7 @@ pub(crate) fn client_builder(rt: &ManualRuntime) -> ClientBuilder<ManualRuntime>
 }
 
 /// Starts a client connection over a fresh fake socket.
-pub(crate) fn start_client(
-    client: &Client<ManualRuntime>,
-) -> (
-    Peer,
-    Conn,
-    futures_channel::oneshot::Receiver<DisconnectReason>,
-) {
+pub(crate) fn start_client(client: &Client<ManualRuntime>) -> (Peer, Conn, etp_driver::Ended) {
     let (ws, peer) = fake_ws();
     let (conn, ended) = client.start(ws, request_for("ws://example.test/ws"));
     (peer, conn, ended)
