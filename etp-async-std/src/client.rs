@@ -6,7 +6,7 @@ use std::future::Future;
 use async_std::net::TcpStream;
 use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
-use etp_driver::{Conn, Request};
+use etp_driver::{Conn, DialError, Request};
 
 use crate::Client;
 use etp_driver::handshake::websocket_config;
@@ -66,45 +66,6 @@ impl futures_util::io::AsyncWrite for Socket {
     }
 }
 
-/// Why a dial failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DialError {
-    /// The URL is not `ws://`, `wss://`, `http://` or `https://` with a host, a header
-    /// is invalid, or `wss` was asked for without the `rustls` feature.
-    InvalidRequest(String),
-    /// The TCP connection or the TLS handshake failed.
-    Io(std::io::Error),
-    /// The WebSocket handshake failed (including an HTTP refusal).
-    Handshake(async_tungstenite::tungstenite::Error),
-}
-
-impl std::fmt::Display for DialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::InvalidRequest(why) => write!(f, "invalid dial request: {why}"),
-            Self::Io(err) => write!(f, "connection failed: {err}"),
-            Self::Handshake(err) => write!(f, "websocket handshake failed: {err}"),
-        }
-    }
-}
-
-impl std::error::Error for DialError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io(err) => Some(err),
-            Self::Handshake(err) => Some(err),
-            Self::InvalidRequest(_) => None,
-        }
-    }
-}
-
-impl From<DialError> for std::io::Error {
-    fn from(err: DialError) -> Self {
-        std::io::Error::other(err)
-    }
-}
-
 /// Connecting an etp [`Client`] over async-std sockets.
 pub trait ClientExt {
     /// Connects to `url` (`ws`, `wss`, `http` or `https`); with reconnection
@@ -129,18 +90,11 @@ impl ClientExt for Client {
         url: &str,
         headers: http::HeaderMap,
     ) -> Result<Conn, DialError> {
-        let url = etp_driver::handshake::websocket_url(url).map_err(DialError::InvalidRequest)?;
         let read_limit = self.conn_config().session.read_limit;
-        let (ws, request) = connect(&url, &headers, read_limit).await?;
-        let (conn, ended) = self.start(ws, request);
-        if let Some(backoff) = self.reconnect_policy() {
-            let client = self.clone();
-            async_std::task::spawn(async move {
-                let dial = || connect(&url, &headers, read_limit);
-                client.keep_connected(ended, backoff, dial).await;
-            });
-        }
-        Ok(conn)
+        let connect = move |url: String, headers: http::HeaderMap| async move {
+            connect(&url, &headers, read_limit).await
+        };
+        self.dial_with(url, headers, connect).await
     }
 }
 

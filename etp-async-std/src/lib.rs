@@ -32,14 +32,14 @@ mod http;
 mod runtime;
 mod server;
 
-pub use client::{ClientExt, DialError};
+pub use client::ClientExt;
 pub use runtime::{AsyncStdRuntime, Sleep};
 pub use server::ServerExt;
 
 pub use etp_driver::{
     AckError, Backoff, BroadcastReport, BuildError, Bytes, Conn, ConnConfig, ConnData, ConnId,
-    DisconnectReason, EmitError, Error, Event, Handler, HandshakeError, IntoAck, OriginPolicy,
-    Request, Rooms, SlowConsumerPolicy, proto,
+    DialError, DisconnectReason, EmitError, Ended, Error, Event, Handler, HandshakeError, IntoAck,
+    OriginPolicy, Request, Rooms, SlowConsumerPolicy, proto,
 };
 
 /// The etp server on async-std.

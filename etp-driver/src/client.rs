@@ -16,6 +16,39 @@ use crate::handler::{BuildError, Registry, hook_builder_methods};
 use crate::runtime::Runtime;
 use crate::server::run_hook;
 
+/// Why a dial failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DialError {
+    /// The URL is not `ws://`, `wss://`, `http://` or `https://` with a host, a header
+    /// is invalid, or `wss` was asked for without TLS support compiled in.
+    InvalidRequest(String),
+    /// The TCP connection or the TLS handshake failed.
+    Io(std::io::Error),
+    /// The WebSocket handshake failed (including an HTTP refusal such as 403).
+    Handshake(tungstenite::Error),
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidRequest(why) => write!(f, "invalid dial request: {why}"),
+            Self::Io(err) => write!(f, "connection failed: {err}"),
+            Self::Handshake(err) => write!(f, "websocket handshake failed: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for DialError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(err) => Some(err),
+            Self::Handshake(err) => Some(err),
+            Self::InvalidRequest(_) => None,
+        }
+    }
+}
+
 /// Reconnection delays: exponential from `initial` up to `max`, each with full jitter
 /// (a random delay between half and all of it), so that clients of a restarted server
 /// do not all return at once.
@@ -323,16 +356,42 @@ impl<R: Runtime> Client<R> {
         state.closed || state.generation != generation
     }
 
+    /// Dials `url` with `connect` (the adapter's socket code), starts the connection,
+    /// and with reconnection configured keeps the client connected with the same
+    /// `connect`, URL and headers. `http(s)` URLs become `ws(s)`.
+    pub async fn dial_with<S, C, Fut>(
+        &self,
+        url: &str,
+        headers: http::HeaderMap,
+        connect: C,
+    ) -> Result<Conn, DialError>
+    where
+        S: WebSocket,
+        C: Fn(String, http::HeaderMap) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(S, Request), DialError>> + Send + 'static,
+    {
+        let url = crate::handshake::websocket_url(url).map_err(DialError::InvalidRequest)?;
+        let (ws, request) = connect(url.clone(), headers.clone()).await?;
+        let (conn, ended) = self.start(ws, request);
+        if let Some(backoff) = self.shared.reconnect {
+            let client = self.clone();
+            let redial = move || connect(url.clone(), headers.clone());
+            self.shared.runtime.spawn(async move {
+                client.keep_connected(ended, backoff, redial).await;
+            });
+        }
+        Ok(conn)
+    }
+
     /// Keeps the client connected: each time the connection behind `ended` ends, redials
     /// with `dial` after the backoff delays. Returns when the client is closed, dialed
     /// again by the application, or the attempts run out. Dial failures go to the error
-    /// hook. The adapters spawn this after a successful first dial.
-    pub async fn keep_connected<S, D, Fut, E>(&self, mut ended: Ended, backoff: Backoff, dial: D)
+    /// hook. [`dial_with`](Self::dial_with) spawns this after a successful first dial.
+    pub async fn keep_connected<S, D, Fut>(&self, mut ended: Ended, backoff: Backoff, dial: D)
     where
         S: WebSocket,
         D: Fn() -> Fut,
-        Fut: Future<Output = Result<(S, Request), E>>,
-        E: Into<std::io::Error>,
+        Fut: Future<Output = Result<(S, Request), DialError>>,
     {
         let generation = ended.generation;
         loop {
@@ -359,7 +418,7 @@ impl<R: Runtime> Client<R> {
                         None => return,
                     },
                     Err(err) => {
-                        self.shared.registry.report(None, Error::Io(err.into()));
+                        self.shared.registry.report(None, Error::Dial(err));
                         attempt = attempt.saturating_add(1);
                     }
                 }

@@ -225,6 +225,8 @@ pub enum Error {
     Handshake(HandshakeError),
     /// Accepting a TCP connection or upgrading it failed.
     Io(std::io::Error),
+    /// A client's reconnection attempt failed (it will try again per its backoff).
+    Dial(crate::DialError),
 }
 
 impl fmt::Display for Error {
@@ -237,6 +239,7 @@ impl fmt::Display for Error {
             Self::HookPanicked { hook, message } => write!(f, "{hook} hook panicked: {message}"),
             Self::Handshake(err) => write!(f, "websocket upgrade refused: {err}"),
             Self::Io(err) => write!(f, "io error: {err}"),
+            Self::Dial(err) => write!(f, "reconnection failed: {err}"),
         }
     }
 }
@@ -247,6 +250,7 @@ impl std::error::Error for Error {
             Self::Protocol(err) => Some(err),
             Self::Handshake(err) => Some(err),
             Self::Io(err) => Some(err),
+            Self::Dial(err) => Some(err),
             _ => None,
         }
     }

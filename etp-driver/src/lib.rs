@@ -28,7 +28,7 @@ mod runtime;
 mod server;
 mod tracker;
 
-pub use client::{Backoff, Client, ClientBuilder, Ended};
+pub use client::{Backoff, Client, ClientBuilder, DialError, Ended};
 pub use config::{ConnConfig, SlowConsumerPolicy};
 pub use conn::{Conn, Request};
 pub use data::ConnData;

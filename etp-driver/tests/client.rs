@@ -268,10 +268,10 @@ async fn keep_connected_redials_with_backoff_after_a_lost_connection_and_stops_a
                     *attempts
                 };
                 if attempt == 1 {
-                    return Err(std::io::Error::new(
+                    return Err(etp_driver::DialError::Io(std::io::Error::new(
                         std::io::ErrorKind::ConnectionRefused,
                         "refused",
-                    ));
+                    )));
                 }
                 let (ws, peer) = fake_ws();
                 *dialed.lock().unwrap() = Some(peer);
@@ -304,7 +304,7 @@ async fn keep_connected_redials_with_backoff_after_a_lost_connection_and_stops_a
     assert_eq!(*attempts.lock().unwrap(), 1);
     assert!(matches!(
         rec.errors().last(),
-        Some(etp_driver::Error::Io(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused
+        Some(etp_driver::Error::Dial(etp_driver::DialError::Io(err))) if err.kind() == std::io::ErrorKind::ConnectionRefused
     ));
     rt.advance_and_settle(Duration::from_secs(2)).await;
     assert_eq!(*attempts.lock().unwrap(), 2);

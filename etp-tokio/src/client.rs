@@ -2,46 +2,11 @@
 
 use std::future::Future;
 
-use etp_driver::{Conn, Request};
+use etp_driver::{Conn, DialError, Request};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::Client;
 use etp_driver::handshake::websocket_config;
-
-/// Why a dial failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DialError {
-    /// The URL is not `ws://`, `wss://`, `http://` or `https://` with a host, or a
-    /// header is invalid.
-    InvalidRequest(String),
-    /// The TCP, TLS or WebSocket handshake failed (including an HTTP refusal).
-    Handshake(tokio_tungstenite::tungstenite::Error),
-}
-
-impl std::fmt::Display for DialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::InvalidRequest(why) => write!(f, "invalid dial request: {why}"),
-            Self::Handshake(err) => write!(f, "websocket handshake failed: {err}"),
-        }
-    }
-}
-
-impl std::error::Error for DialError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Handshake(err) => Some(err),
-            Self::InvalidRequest(_) => None,
-        }
-    }
-}
-
-impl From<DialError> for std::io::Error {
-    fn from(err: DialError) -> Self {
-        std::io::Error::other(err)
-    }
-}
 
 /// Connecting an etp [`Client`] over tokio sockets.
 pub trait ClientExt {
@@ -67,18 +32,11 @@ impl ClientExt for Client {
         url: &str,
         headers: http::HeaderMap,
     ) -> Result<Conn, DialError> {
-        let url = etp_driver::handshake::websocket_url(url).map_err(DialError::InvalidRequest)?;
         let read_limit = self.conn_config().session.read_limit;
-        let (ws, request) = connect(&url, &headers, read_limit).await?;
-        let (conn, ended) = self.start(ws, request);
-        if let Some(backoff) = self.reconnect_policy() {
-            let client = self.clone();
-            tokio::spawn(async move {
-                let dial = || connect(&url, &headers, read_limit);
-                client.keep_connected(ended, backoff, dial).await;
-            });
-        }
-        Ok(conn)
+        let connect = move |url: String, headers: http::HeaderMap| async move {
+            connect(&url, &headers, read_limit).await
+        };
+        self.dial_with(url, headers, connect).await
     }
 }
 
@@ -102,7 +60,10 @@ async fn connect(
     install_crypto_provider();
     let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
-        .map_err(DialError::Handshake)?;
+        .map_err(|err| match err {
+            tokio_tungstenite::tungstenite::Error::Io(err) => DialError::Io(err),
+            err => DialError::Handshake(err),
+        })?;
     let remote = match ws.get_ref() {
         tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.peer_addr().ok(),
         #[cfg(feature = "rustls")]

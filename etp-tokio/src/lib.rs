@@ -35,15 +35,15 @@ mod runtime;
 mod server;
 mod upgrade;
 
-pub use client::{ClientExt, DialError};
+pub use client::ClientExt;
 pub use runtime::TokioRuntime;
 pub use server::ServerExt;
 pub use upgrade::upgrade;
 
 pub use etp_driver::{
     AckError, Backoff, BroadcastReport, BuildError, Bytes, Conn, ConnConfig, ConnData, ConnId,
-    DisconnectReason, EmitError, Error, Event, Handler, HandshakeError, IntoAck, OriginPolicy,
-    Request, Rooms, SlowConsumerPolicy, proto,
+    DialError, DisconnectReason, EmitError, Ended, Error, Event, Handler, HandshakeError, IntoAck,
+    OriginPolicy, Request, Rooms, SlowConsumerPolicy, proto,
 };
 
 /// The etp server on tokio.

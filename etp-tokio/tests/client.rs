@@ -85,7 +85,7 @@ async fn bad_urls_and_refused_dials_fail_clearly() {
     let err = within("dial", client.dial(&format!("ws://{addr}/ws")))
         .await
         .unwrap_err();
-    assert!(matches!(err, DialError::Handshake(_)), "{err:?}");
+    assert!(matches!(err, DialError::Io(_)), "{err:?}");
     assert!(!client.is_connected());
 
     // An upgrade the server refuses (403) is a handshake error too.
@@ -309,7 +309,7 @@ async fn the_client_reconnects_across_a_server_restart_on_the_same_port() {
     // A failed redial is reported to the client's error hook.
     let (conn, err) = client_hooks.errors.next().await;
     assert!(conn.is_none());
-    assert!(matches!(err, etp_tokio::Error::Io(_)), "{err:?}");
+    assert!(matches!(err, etp_tokio::Error::Dial(DialError::Io(_))), "{err:?}");
 
     // A new server on the same address: the client comes back by itself.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -355,7 +355,7 @@ async fn reconnection_gives_up_after_max_attempts() {
     client_hooks.disconnects.next().await;
     for _ in 0..3 {
         let (_, err) = client_hooks.errors.next().await;
-        assert!(matches!(err, etp_tokio::Error::Io(_)), "{err:?}");
+        assert!(matches!(err, etp_tokio::Error::Dial(DialError::Io(_))), "{err:?}");
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(client_hooks.errors.try_next().is_none(), "a fourth attempt");
