@@ -67,7 +67,7 @@ async fn shutdown_closes_every_connection_with_1000_at_once() {
     let again = Client::builder().build().unwrap();
     let refused = within("refused dial", again.dial(&url)).await;
     assert!(
-        matches!(refused, Err(DialError::Handshake(_))),
+        matches!(refused, Err(DialError::Io(_))),
         "{refused:?}"
     );
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
