@@ -15,7 +15,40 @@ use crate::Server;
 /// refusal (426, 405, 400, 403, 503) with a short text body, reported to the error hook.
 ///
 /// Works for any request hyper serves with upgrades enabled (plain hyper, axum). The
-/// body type is the caller's: anything built from a `String`.
+/// body type is the caller's: anything built from a `String`. Mounting etp at `/ws` in
+/// a plain hyper service:
+///
+/// ```no_run
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use hyper::service::service_fn;
+/// use hyper_util::rt::TokioIo;
+///
+/// # async fn run(server: etp_tokio::Server) -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// loop {
+///     let (stream, remote) = listener.accept().await?;
+///     let server = server.clone();
+///     let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+///         let server = server.clone();
+///         async move {
+///             if request.uri().path() == "/ws" {
+///                 return Ok::<_, std::convert::Infallible>(
+///                     etp_tokio::upgrade::<_, Full<Bytes>>(&server, request, Some(remote)).await,
+///                 );
+///             }
+///             Ok(http::Response::new(Full::new(Bytes::from_static(b"hello"))))
+///         }
+///     });
+///     tokio::spawn(async move {
+///         let connection = hyper::server::conn::http1::Builder::new()
+///             .serve_connection(TokioIo::new(stream), service)
+///             .with_upgrades();
+///         let _ = connection.await;
+///     });
+/// }
+/// # }
+/// ```
 pub async fn upgrade<B, Out>(
     server: &Server,
     mut request: http::Request<B>,
