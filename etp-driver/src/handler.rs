@@ -238,7 +238,9 @@ macro_rules! hook_builder_methods {
             self
         }
 
-        /// Runs when a connection opens, before its first frame is read.
+        /// Runs when a connection opens, before its first frame is read. It may emit,
+        /// join rooms and fill the data store; it must not await an acknowledgement
+        /// from the peer, whose reply would only be read after the hook returns.
         pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
         where
             F: Fn($crate::Conn) -> Fut + Send + Sync + 'static,
