@@ -134,7 +134,10 @@ async fn connect(
     let (ws, _response) =
         async_tungstenite::client_async_with_config(request, socket, Some(config))
             .await
-            .map_err(DialError::Handshake)?;
+            .map_err(|err| match err {
+                async_tungstenite::tungstenite::Error::Io(err) => DialError::Io(err),
+                err => DialError::Handshake(err),
+            })?;
     Ok((ws, Request::new(parts, remote)))
 }
 

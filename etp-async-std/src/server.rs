@@ -12,7 +12,7 @@ use etp_driver::handshake::websocket_config;
 use futures_util::FutureExt;
 
 use crate::Server;
-use crate::http::{HeadError, read_head, write_response};
+use crate::http::{HeadError, keep_alive_after_refusal, read_head, skip_body, write_response};
 
 /// How long a client may take to send its upgrade request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,40 +59,56 @@ impl ServerExt for Server {
     }
 }
 
+/// One TCP connection: request heads until one upgrades (refused requests leave the
+/// connection open for the next, as with hyper on tokio).
 async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
-    let head = futures_util::select! {
-        head = read_head(&mut stream).fuse() => head,
-        _ = async_io::Timer::after(HANDSHAKE_TIMEOUT).fuse() => return,
-    };
-    let head = match head {
-        Ok(head) => head,
-        Err(HeadError::Gone) => return,
-        Err(HeadError::Refuse(status, text)) => {
-            let mut response = http::Response::new(format!("{text}\n"));
-            *response.status_mut() = status;
-            let _ = write_response(&mut stream, &response).await;
-            return;
-        }
-    };
-    let (parts, ()) = head.request.into_parts();
-    match server.accept_upgrade(&parts.method, parts.version, &parts.headers) {
-        Err(err) => {
-            let _ = write_response(&mut stream, &err.to_response()).await;
-        }
-        Ok(response) => {
-            if write_response(&mut stream, &response.map(|()| String::new()))
-                .await
-                .is_err()
-            {
+    let mut carried = Vec::new();
+    loop {
+        let head = futures_util::select! {
+            head = read_head(&mut stream, std::mem::take(&mut carried)).fuse() => head,
+            _ = async_io::Timer::after(HANDSHAKE_TIMEOUT).fuse() => return,
+        };
+        let head = match head {
+            Ok(head) => head,
+            Err(HeadError::Gone) => return,
+            Err(HeadError::Refuse(status, text)) => {
+                let mut response = http::Response::new(format!("{text}\n"));
+                *response.status_mut() = status;
+                let _ = write_response(&mut stream, &response, true).await;
                 return;
             }
-            let config = websocket_config(server.conn_config().session.read_limit);
-            let ws =
-                WebSocketStream::from_partially_read(stream, head.rest, Role::Server, Some(config))
-                    .await;
-            server
-                .serve_connection(ws, Request::new(parts, Some(remote)))
+        };
+        let (parts, ()) = head.request.into_parts();
+        match server.accept_upgrade(&parts.method, parts.version, &parts.headers) {
+            Err(err) => {
+                let keep = keep_alive_after_refusal(&parts);
+                let written = write_response(&mut stream, &err.to_response(), keep.is_none()).await;
+                let (Ok(()), Some(body)) = (written, keep) else {
+                    return;
+                };
+                match skip_body(&mut stream, head.rest, body).await {
+                    Some(rest) => carried = rest,
+                    None => return,
+                }
+            }
+            Ok(response) => {
+                let response = response.map(|()| String::new());
+                if write_response(&mut stream, &response, false).await.is_err() {
+                    return;
+                }
+                let config = websocket_config(server.conn_config().session.read_limit);
+                let ws = WebSocketStream::from_partially_read(
+                    stream,
+                    head.rest,
+                    Role::Server,
+                    Some(config),
+                )
                 .await;
+                server
+                    .serve_connection(ws, Request::new(parts, Some(remote)))
+                    .await;
+                return;
+            }
         }
     }
 }

@@ -1,21 +1,20 @@
 //! PROTOCOL.md sections 4 and 8 (2 to 5): acknowledgements across real sockets,
 //! nested both ways, many at once, failing at once, timing out; panics contained;
-//! bounded handler concurrency.
-
-mod common;
+//! bounded handler concurrency; on every runtime.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
-use etp_tokio::{AckError, Client, ClientExt, Conn, Error, Event, Server};
+use etp_behaviour::raw::*;
+use etp_behaviour::*;
+use etp_driver::{AckError, Client, Conn, EmitError, Error, Event, Server};
 use futures_util::future::join_all;
 
 /// Both directions of a nested request, with `concurrency` handlers per connection on
 /// both sides.
-async fn nested_both_ways(concurrency: Option<usize>) {
-    let mut server = Server::builder()
+async fn nested_both_ways<R: TestRuntime>(concurrency: Option<usize>) {
+    let mut server = Server::<R>::builder()
         // The server asks the client inside the handler of the client's request.
         .on("outer", |conn: Conn, event: Event| async move {
             let who = conn
@@ -31,7 +30,7 @@ async fn nested_both_ways(concurrency: Option<usize>) {
         .on("inner", |_conn: Conn, event: Event| async move {
             format!("server saw {}", String::from_utf8_lossy(event.data()))
         });
-    let mut client = Client::builder()
+    let mut client = Client::<R>::builder()
         .on("whoami", |_conn: Conn, _event: Event| async {
             "the client"
         })
@@ -48,7 +47,7 @@ async fn nested_both_ways(concurrency: Option<usize>) {
         client = client.handler_concurrency(limit);
     }
     let (server, mut hooks) = hooked(server);
-    let test = TestServer::start(server.build().unwrap()).await;
+    let test = TestServer::start(server.build().unwrap());
     let client = client.build().unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
     let server_conn = hooks.connects.next().await;
@@ -79,7 +78,7 @@ async fn nested_both_ways(concurrency: Option<usize>) {
     }
     // Both at once.
     let (a, b) = within("both at once", async {
-        tokio::join!(
+        futures_util::join!(
             client.emit_with_ack("outer", "x"),
             server_conn.emit_with_ack("outer", "y")
         )
@@ -91,30 +90,34 @@ async fn nested_both_ways(concurrency: Option<usize>) {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn nested_requests_in_both_directions_do_not_deadlock() {
-    nested_both_ways(None).await;
+async fn nested_requests_in_both_directions_do_not_deadlock<R: TestRuntime>() {
+    nested_both_ways::<R>(None).await;
 }
 
-#[tokio::test]
-async fn nested_requests_in_both_directions_do_not_deadlock_with_one_handler_at_a_time() {
-    nested_both_ways(Some(1)).await;
+async fn nested_requests_in_both_directions_do_not_deadlock_with_one_handler_at_a_time<
+    R: TestRuntime,
+>() {
+    nested_both_ways::<R>(Some(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_concurrent_requests_on_one_connection_each_get_their_own_reply() {
-    let server = Server::builder()
+async fn two_thousand_concurrent_requests_on_one_connection_each_get_their_own_reply<
+    R: TestRuntime,
+>() {
+    let server = Server::<R>::builder()
         .on("echo", |_conn: Conn, event: Event| async move {
             // Answer out of order: some handlers yield before answering.
             if event.data().last().is_some_and(|b| b % 3 == 0) {
-                tokio::task::yield_now().await;
+                yield_now().await;
             }
             event.into_data()
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
-    let client = Client::builder().max_pending_acks(4096).build().unwrap();
+    let test = TestServer::start(server);
+    let client = Client::<R>::builder()
+        .max_pending_acks(4096)
+        .build()
+        .unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
     let requests = (0..2000).map(|i| {
         let client = client.clone();
@@ -133,11 +136,10 @@ async fn two_thousand_concurrent_requests_on_one_connection_each_get_their_own_r
     test.stop().await;
 }
 
-#[tokio::test]
-async fn requests_beyond_max_pending_acks_fail_with_too_many_pending_acks() {
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
+async fn requests_beyond_max_pending_acks_fail_with_too_many_pending_acks<R: TestRuntime>() {
+    let release = Gate::new();
     let held = Arc::new(AtomicUsize::new(0));
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on("hold", {
             let release = release.clone();
             let held = held.clone();
@@ -145,20 +147,20 @@ async fn requests_beyond_max_pending_acks_fail_with_too_many_pending_acks() {
                 let release = release.clone();
                 held.fetch_add(1, Ordering::SeqCst);
                 async move {
-                    let _permit = release.acquire().await;
+                    release.pass().await;
                 }
             }
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
-    let client = Client::builder().max_pending_acks(2).build().unwrap();
+    let test = TestServer::start(server);
+    let client = Client::<R>::builder().max_pending_acks(2).build().unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
-    let first = tokio::spawn({
+    let first = R::spawn_task({
         let client = client.clone();
         async move { client.emit_with_ack("hold", "").await }
     });
-    let second = tokio::spawn({
+    let second = R::spawn_task({
         let client = client.clone();
         async move { client.emit_with_ack("hold", "").await }
     });
@@ -168,23 +170,20 @@ async fn requests_beyond_max_pending_acks_fail_with_too_many_pending_acks() {
     assert!(
         matches!(
             third,
-            Err(AckError::Emit(etp_tokio::EmitError::TooManyPendingAcks {
-                limit: 2
-            }))
+            Err(AckError::Emit(EmitError::TooManyPendingAcks { limit: 2 }))
         ),
         "{third:?}"
     );
-    release.add_permits(2);
-    assert!(within("first", first).await.unwrap().is_ok());
-    assert!(within("second", second).await.unwrap().is_ok());
+    release.open(2);
+    assert!(within("first", first).await.is_ok());
+    assert!(within("second", second).await.is_ok());
     client.close();
     test.stop().await;
 }
 
-#[tokio::test]
-async fn pending_acks_fail_at_once_when_the_server_closes_the_connection() {
+async fn pending_acks_fail_at_once_when_the_server_closes_the_connection<R: TestRuntime>() {
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on("never", {
             let in_flight = in_flight.clone();
             move |_conn: Conn, _event: Event| {
@@ -198,14 +197,14 @@ async fn pending_acks_fail_at_once_when_the_server_closes_the_connection() {
         )
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
-    let (client, mut client_hooks) = hooked_client(Client::builder());
+    let test = TestServer::start(server);
+    let (client, mut client_hooks) = hooked_client(Client::<R>::builder());
     let client = client.build().unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
     let waiting: Vec<_> = (0..10)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move {
+            R::spawn_task(async move {
                 client
                     .emit_with_ack_timeout("never", "", Duration::from_secs(3600))
                     .await
@@ -219,7 +218,7 @@ async fn pending_acks_fail_at_once_when_the_server_closes_the_connection() {
     .await;
     client.emit("kill", "").unwrap();
     for task in waiting {
-        let result = within("a failed request", task).await.unwrap();
+        let result = within("a failed request", task).await;
         assert!(
             matches!(result, Err(AckError::ConnectionClosed)),
             "{result:?}"
@@ -232,20 +231,20 @@ async fn pending_acks_fail_at_once_when_the_server_closes_the_connection() {
         .emit_with_ack_timeout("never", "", Duration::from_secs(3600))
         .await;
     assert!(
-        matches!(late, Err(AckError::Emit(etp_tokio::EmitError::Closed))),
+        matches!(late, Err(AckError::Emit(EmitError::Closed))),
         "{late:?}"
     );
     test.stop().await;
 }
 
-#[tokio::test]
-async fn pending_acks_fail_at_once_when_the_tcp_connection_drops() {
-    let (listener, url) = raw_listener().await;
-    let client = Client::builder().build().unwrap();
-    let (accepted, dialed) = tokio::join!(raw_accept(&listener), client.dial(&url));
+async fn pending_acks_fail_at_once_when_the_tcp_connection_drops<R: TestRuntime>() {
+    let listener = RawListener::new();
+    let url = listener.url();
+    let client = Client::<R>::builder().build().unwrap();
+    let (accepted, dialed) = futures_util::join!(listener.accept(), client.dial(&url));
     dialed.unwrap();
     let (mut ws, _) = accepted;
-    let waiting = tokio::spawn({
+    let waiting = R::spawn_task({
         let client = client.clone();
         async move {
             client
@@ -253,18 +252,17 @@ async fn pending_acks_fail_at_once_when_the_tcp_connection_drops() {
                 .await
         }
     });
-    assert_eq!(server_next_text(&mut ws).await, "q||1");
+    assert_eq!(ws.next_text().await, "q||1");
     drop(ws);
-    let result = within("the failed request", waiting).await.unwrap();
+    let result = within("the failed request", waiting).await;
     assert!(
         matches!(result, Err(AckError::ConnectionClosed)),
         "{result:?}"
     );
 }
 
-#[tokio::test]
-async fn an_ack_times_out_with_a_per_call_deadline() {
-    let server = Server::builder()
+async fn an_ack_times_out_with_a_per_call_deadline<R: TestRuntime>() {
+    let server = Server::<R>::builder()
         .on("never", |_conn: Conn, _event: Event| {
             std::future::pending::<()>()
         })
@@ -273,8 +271,8 @@ async fn an_ack_times_out_with_a_per_call_deadline() {
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
-    let client = Client::builder().build().unwrap();
+    let test = TestServer::start(server);
+    let client = Client::<R>::builder().build().unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
     let result = within(
         "the timeout",
@@ -293,50 +291,40 @@ async fn an_ack_times_out_with_a_per_call_deadline() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn an_ack_times_out_with_the_configured_default() {
-    let (listener, url) = raw_listener().await;
-    let client = Client::builder()
+async fn an_ack_times_out_with_the_configured_default<R: TestRuntime>() {
+    let listener = RawListener::new();
+    let url = listener.url();
+    let client = Client::<R>::builder()
         .ack_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    let (accepted, dialed) = tokio::join!(raw_accept(&listener), client.dial(&url));
+    let (accepted, dialed) = futures_util::join!(listener.accept(), client.dial(&url));
     dialed.unwrap();
     let (mut ws, _) = accepted;
     let result = within("the timeout", client.emit_with_ack("q", "")).await;
     assert!(matches!(result, Err(AckError::TimedOut)), "{result:?}");
     // A late reply is dropped silently; the next request gets its own reply.
-    assert_eq!(server_next_text(&mut ws).await, "q||1");
-    use futures_util::SinkExt;
-    ws.send(tokio_tungstenite::tungstenite::Message::text(
-        "__ack_q||1||late",
-    ))
-    .await
-    .unwrap();
-    let asking = tokio::spawn({
+    assert_eq!(ws.next_text().await, "q||1");
+    ws.send_text("__ack_q||1||late").await;
+    let asking = R::spawn_task({
         let client = client.clone();
         async move { client.emit_with_ack("q", "").await }
     });
-    assert_eq!(server_next_text(&mut ws).await, "q||2");
-    ws.send(tokio_tungstenite::tungstenite::Message::text(
-        "__ack_q||2||fresh",
-    ))
-    .await
-    .unwrap();
-    assert_eq!(within("ack", asking).await.unwrap().unwrap(), "fresh");
+    assert_eq!(ws.next_text().await, "q||2");
+    ws.send_text("__ack_q||2||fresh").await;
+    assert_eq!(within("ack", asking).await.unwrap(), "fresh");
     client.close();
 }
 
-#[tokio::test]
-async fn a_panicking_handler_is_contained_and_its_request_answered_empty() {
-    let (builder, mut hooks) = hooked(Server::builder());
+async fn a_panicking_handler_is_contained_and_its_request_answered_empty<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
     let server = builder
         .on("boom", |_conn: Conn, event: Event| {
             if event.data() == b"sync" {
                 panic!("kaboom before the future");
             }
             async move {
-                tokio::task::yield_now().await;
+                yield_now().await;
                 if event.data() == b"async" {
                     panic!("kaboom inside the future");
                 }
@@ -348,7 +336,7 @@ async fn a_panicking_handler_is_contained_and_its_request_answered_empty() {
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let conn = hooks.connects.next().await;
     for (i, (data, message)) in [
@@ -382,10 +370,9 @@ async fn a_panicking_handler_is_contained_and_its_request_answered_empty() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn a_panicking_error_hook_does_not_take_the_connection_down() {
+async fn a_panicking_error_hook_does_not_take_the_connection_down<R: TestRuntime>() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on("echo", |_conn: Conn, event: Event| async move {
             event.into_data()
         })
@@ -398,7 +385,7 @@ async fn a_panicking_error_hook_does_not_take_the_connection_down() {
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.send_text("garbage").await;
     assert_eq!(peer.ask("echo||1||ok").await, "__ack_echo||1||ok");
@@ -406,19 +393,18 @@ async fn a_panicking_error_hook_does_not_take_the_connection_down() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn one_handler_at_a_time_answers_strictly_in_order() {
-    let server = Server::builder()
+async fn one_handler_at_a_time_answers_strictly_in_order<R: TestRuntime>() {
+    let server = Server::<R>::builder()
         .handler_concurrency(1)
         .on("work", |_conn: Conn, event: Event| async move {
             // Earlier events take longer: with more concurrency they would finish last.
             let n: u64 = String::from_utf8_lossy(event.data()).parse().unwrap();
-            tokio::time::sleep(Duration::from_millis(5 * (5 - n))).await;
+            R::sleep(Duration::from_millis(5 * (5 - n))).await;
             event.into_data()
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     for n in 0..5 {
         peer.send_text(&format!("work||{}||{n}", n + 1)).await;
@@ -432,17 +418,16 @@ async fn one_handler_at_a_time_answers_strictly_in_order() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn handlers_run_concurrently_by_default() {
+async fn handlers_run_concurrently_by_default<R: TestRuntime>() {
     // The first request waits for the second: only concurrent handlers can finish.
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let server = Server::builder()
+    let gate = Gate::new();
+    let server = Server::<R>::builder()
         .on("wait", {
             let gate = gate.clone();
             move |_conn: Conn, _event: Event| {
                 let gate = gate.clone();
                 async move {
-                    gate.notified().await;
+                    gate.pass().await;
                     "waited"
                 }
             }
@@ -452,14 +437,14 @@ async fn handlers_run_concurrently_by_default() {
             move |_conn: Conn, _event: Event| {
                 let gate = gate.clone();
                 async move {
-                    gate.notify_one();
+                    gate.open(1);
                     "opened"
                 }
             }
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.send_text("wait||1").await;
     peer.send_text("open||2").await;
@@ -469,13 +454,12 @@ async fn handlers_run_concurrently_by_default() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn the_servers_pending_acks_fail_at_once_when_the_peer_drops() {
-    let (builder, mut hooks) = hooked(Server::builder());
-    let test = TestServer::start(builder.build().unwrap()).await;
+async fn the_servers_pending_acks_fail_at_once_when_the_peer_drops<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
+    let test = TestServer::start(builder.build().unwrap());
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     let conn = hooks.connects.next().await;
-    let asking = tokio::spawn({
+    let asking = R::spawn_task({
         let conn = conn.clone();
         async move {
             conn.emit_with_ack_timeout("q", "", Duration::from_secs(3600))
@@ -484,7 +468,7 @@ async fn the_servers_pending_acks_fail_at_once_when_the_peer_drops() {
     });
     assert_eq!(raw.frame().await.unwrap().text(), "q||1");
     drop(raw);
-    let result = within("the failed request", asking).await.unwrap();
+    let result = within("the failed request", asking).await;
     assert!(
         matches!(result, Err(AckError::ConnectionClosed)),
         "{result:?}"
@@ -494,9 +478,8 @@ async fn the_servers_pending_acks_fail_at_once_when_the_peer_drops() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_handler_waiting_for_an_ack_gets_it_behind_many_queued_events() {
-    let server = Server::builder()
+async fn a_handler_waiting_for_an_ack_gets_it_behind_many_queued_events<R: TestRuntime>() {
+    let server = Server::<R>::builder()
         .handler_concurrency(1)
         .on("ask", |conn: Conn, _event: Event| async move {
             match conn
@@ -509,7 +492,7 @@ async fn a_handler_waiting_for_an_ack_gets_it_behind_many_queued_events() {
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.send_text("ask||1").await;
     assert_eq!(peer.next_text().await, "q||1");
@@ -520,4 +503,21 @@ async fn a_handler_waiting_for_an_ack_gets_it_behind_many_queued_events() {
     peer.send_text("__ack_q||1||yes").await;
     assert_eq!(peer.next_text().await, "__ack_ask||1||ok yes");
     test.stop_with(&mut peer).await;
+}
+
+behaviour_suite! {
+    nested_requests_in_both_directions_do_not_deadlock,
+    nested_requests_in_both_directions_do_not_deadlock_with_one_handler_at_a_time,
+    two_thousand_concurrent_requests_on_one_connection_each_get_their_own_reply,
+    requests_beyond_max_pending_acks_fail_with_too_many_pending_acks,
+    pending_acks_fail_at_once_when_the_server_closes_the_connection,
+    pending_acks_fail_at_once_when_the_tcp_connection_drops,
+    an_ack_times_out_with_a_per_call_deadline,
+    an_ack_times_out_with_the_configured_default,
+    a_panicking_handler_is_contained_and_its_request_answered_empty,
+    a_panicking_error_hook_does_not_take_the_connection_down,
+    one_handler_at_a_time_answers_strictly_in_order,
+    handlers_run_concurrently_by_default,
+    the_servers_pending_acks_fail_at_once_when_the_peer_drops,
+    a_handler_waiting_for_an_ack_gets_it_behind_many_queued_events,
 }

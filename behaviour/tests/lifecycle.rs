@@ -1,21 +1,16 @@
 //! PROTOCOL.md sections 5 (close codes) and 7 (lifecycle, request, id, data) over
-//! real sockets.
-
-mod common;
+//! real sockets, on every runtime.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::*;
-use etp_tokio::{Conn, ConnId, DisconnectReason, Error, Event, Server};
-use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use etp_behaviour::raw::*;
+use etp_behaviour::*;
+use etp_driver::{Conn, ConnConfig, ConnId, DisconnectReason, Error, Event, Server};
+use tungstenite::client::IntoClientRequest;
 
-async fn plain_server() -> (TestServer, Hooks) {
-    let (builder, hooks) = hooked(Server::builder());
+fn plain_server<R: TestRuntime>() -> (TestServer<R>, Hooks) {
+    let (builder, hooks) = hooked(Server::<R>::builder());
     let server = builder
         .on("echo", |_conn: Conn, event: Event| async move {
             event.into_data()
@@ -26,7 +21,7 @@ async fn plain_server() -> (TestServer, Hooks) {
         )
         .build()
         .unwrap();
-    (TestServer::start(server).await, hooks)
+    (TestServer::start(server), hooks)
 }
 
 // ---------------------------------------------------------------------------------
@@ -34,8 +29,10 @@ async fn plain_server() -> (TestServer, Hooks) {
 // ---------------------------------------------------------------------------------
 
 /// The peer closes with `frame`; returns what the disconnect hook heard and the echo.
-async fn peer_closes_with(frame: Option<CloseFrame>) -> (DisconnectReason, Option<CloseFrame>) {
-    let (test, mut hooks) = plain_server().await;
+async fn peer_closes_with<R: TestRuntime>(
+    frame: Option<CloseFrame>,
+) -> (DisconnectReason, Option<CloseFrame>) {
+    let (test, mut hooks) = plain_server::<R>();
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     hooks.connects.next().await;
     peer.send(Message::Close(frame)).await;
@@ -55,9 +52,8 @@ fn frame(code: u16, reason: &str) -> Option<CloseFrame> {
     })
 }
 
-#[tokio::test]
-async fn a_peer_close_with_1000_is_normal_and_echoed() {
-    let (reason, echo) = peer_closes_with(frame(1000, "bye")).await;
+async fn a_peer_close_with_1000_is_normal_and_echoed<R: TestRuntime>() {
+    let (reason, echo) = peer_closes_with::<R>(frame(1000, "bye")).await;
     assert!(reason.is_normal(), "{reason:?}");
     assert_eq!(reason.code(), Some(1000));
     assert_eq!(reason.reason(), Some("bye"));
@@ -66,34 +62,30 @@ async fn a_peer_close_with_1000_is_normal_and_echoed() {
     assert_eq!(echo.reason.as_str(), "bye");
 }
 
-#[tokio::test]
-async fn a_peer_close_with_1001_is_not_normal() {
-    let (reason, echo) = peer_closes_with(frame(1001, "going away")).await;
+async fn a_peer_close_with_1001_is_not_normal<R: TestRuntime>() {
+    let (reason, echo) = peer_closes_with::<R>(frame(1001, "going away")).await;
     assert!(!reason.is_normal(), "{reason:?}");
     assert_eq!(reason.code(), Some(1001));
     assert_eq!(reason.reason(), Some("going away"));
     assert_eq!(u16::from(echo.unwrap().code), 1001);
 }
 
-#[tokio::test]
-async fn a_peer_close_with_4000_is_not_normal() {
-    let (reason, echo) = peer_closes_with(frame(4000, "app")).await;
+async fn a_peer_close_with_4000_is_not_normal<R: TestRuntime>() {
+    let (reason, echo) = peer_closes_with::<R>(frame(4000, "app")).await;
     assert!(!reason.is_normal(), "{reason:?}");
     assert_eq!(reason.code(), Some(4000));
     assert_eq!(u16::from(echo.unwrap().code), 4000);
 }
 
-#[tokio::test]
-async fn a_peer_close_without_a_code_is_1005_and_not_normal() {
-    let (reason, echo) = peer_closes_with(None).await;
+async fn a_peer_close_without_a_code_is_1005_and_not_normal<R: TestRuntime>() {
+    let (reason, echo) = peer_closes_with::<R>(None).await;
     assert!(!reason.is_normal(), "{reason:?}");
     assert_eq!(reason.code(), Some(1005));
     assert!(echo.is_none(), "{echo:?}");
 }
 
-#[tokio::test]
-async fn a_dropped_tcp_connection_is_lost_and_not_normal() {
-    let (test, mut hooks) = plain_server().await;
+async fn a_dropped_tcp_connection_is_lost_and_not_normal<R: TestRuntime>() {
+    let (test, mut hooks) = plain_server::<R>();
     let raw = RawSocket::connect(test.addr, "/ws").await;
     hooks.connects.next().await;
     drop(raw);
@@ -107,9 +99,8 @@ async fn a_dropped_tcp_connection_is_lost_and_not_normal() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn conn_close_sends_1000_with_an_empty_reason() {
-    let (test, mut hooks) = plain_server().await;
+async fn conn_close_sends_1000_with_an_empty_reason<R: TestRuntime>() {
+    let (test, mut hooks) = plain_server::<R>();
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     raw.send(OP_TEXT, b"bye||0").await;
     let (before, close) = raw.reader.until_close().await;
@@ -126,9 +117,8 @@ async fn conn_close_sends_1000_with_an_empty_reason() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn conn_close_from_a_handler_sends_earlier_emits_before_the_close_frame() {
-    let server = Server::builder()
+async fn conn_close_from_a_handler_sends_earlier_emits_before_the_close_frame<R: TestRuntime>() {
+    let server = Server::<R>::builder()
         .on("bye", |conn: Conn, _event: Event| async move {
             conn.emit("last words", "x").unwrap();
             conn.close();
@@ -136,7 +126,7 @@ async fn conn_close_from_a_handler_sends_earlier_emits_before_the_close_frame() 
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     raw.send(OP_TEXT, b"bye||1").await;
     let (before, close) = raw.reader.until_close().await;
@@ -152,12 +142,11 @@ async fn conn_close_from_a_handler_sends_earlier_emits_before_the_close_frame() 
 // Lifecycle order
 // ---------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn the_connect_hook_runs_before_the_first_frame_is_handled() {
+async fn the_connect_hook_runs_before_the_first_frame_is_handled<R: TestRuntime>() {
     let log = Arc::new(Mutex::new(Vec::<String>::new()));
-    let release = Arc::new(tokio::sync::Notify::new());
+    let release = Gate::new();
     let (started_tx, mut started) = channel::<()>();
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on_connect({
             let log = log.clone();
             let release = release.clone();
@@ -167,8 +156,8 @@ async fn the_connect_hook_runs_before_the_first_frame_is_handled() {
                 let started_tx = started_tx.clone();
                 async move {
                     log.lock().unwrap().push("connect start".into());
-                    let _ = started_tx.send(());
-                    release.notified().await;
+                    started_tx.send(());
+                    release.pass().await;
                     log.lock().unwrap().push("connect end".into());
                 }
             }
@@ -182,14 +171,14 @@ async fn the_connect_hook_runs_before_the_first_frame_is_handled() {
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     // The frame is in the socket while the hook runs.
     peer.send_text("ev||1").await;
     started.next().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    R::sleep(Duration::from_millis(50)).await;
     assert_eq!(*log.lock().unwrap(), ["connect start"]);
-    release.notify_one();
+    release.open(1);
     assert_eq!(peer.next_text().await, "__ack_ev||1");
     assert_eq!(
         *log.lock().unwrap(),
@@ -198,36 +187,34 @@ async fn the_connect_hook_runs_before_the_first_frame_is_handled() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn the_connect_hook_may_emit_before_anything_is_read() {
-    let server = Server::builder()
+async fn the_connect_hook_may_emit_before_anything_is_read<R: TestRuntime>() {
+    let server = Server::<R>::builder()
         .on_connect(|conn: Conn| async move {
             conn.emit("welcome", conn.id().to_string()).unwrap();
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let welcome = peer.next_text().await;
     assert!(welcome.starts_with("welcome||0||"), "{welcome}");
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn the_disconnect_hook_runs_once_while_the_conn_is_still_in_its_rooms() {
+async fn the_disconnect_hook_runs_once_while_the_conn_is_still_in_its_rooms<R: TestRuntime>() {
     type Seen = (ConnId, Vec<String>, usize, bool, bool);
     let (seen_tx, mut seen) = channel::<Seen>();
     let (connect_tx, mut connects) = channel::<Conn>();
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on_connect(move |conn: Conn| {
             conn.join("shared");
             conn.join(&format!("own-{}", conn.id()));
-            let _ = connect_tx.send(conn);
+            connect_tx.send(conn);
             async {}
         })
         .on_disconnect(move |conn: Conn, _reason| {
             let rooms = conn.server_rooms().expect("server conns have rooms");
-            let _ = seen_tx.send((
+            seen_tx.send((
                 conn.id(),
                 conn.rooms(),
                 rooms.len("shared"),
@@ -238,7 +225,7 @@ async fn the_disconnect_hook_runs_once_while_the_conn_is_still_in_its_rooms() {
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let rooms = test.server.rooms();
     let mut leaving = WsPeer::connect(&test.url("/ws")).await;
     let first = connects.next().await;
@@ -287,10 +274,9 @@ async fn the_disconnect_hook_runs_once_while_the_conn_is_still_in_its_rooms() {
     assert!(rooms.all().is_empty());
 }
 
-#[tokio::test]
-async fn the_request_exposes_uri_query_headers_and_remote_addr() {
-    let (test, mut hooks) = plain_server().await;
-    let stream = tokio::net::TcpStream::connect(test.addr).await.unwrap();
+async fn the_request_exposes_uri_query_headers_and_remote_addr<R: TestRuntime>() {
+    let (test, mut hooks) = plain_server::<R>();
+    let stream = tcp_connect(test.addr).await;
     let local = stream.local_addr().unwrap();
     let mut request = format!("ws://{}/chat/room?user=ana&x=1&flag", test.addr)
         .into_client_request()
@@ -298,12 +284,7 @@ async fn the_request_exposes_uri_query_headers_and_remote_addr() {
     request
         .headers_mut()
         .insert("x-token", "secret".parse().unwrap());
-    let (mut ws, _) = within(
-        "handshake",
-        tokio_tungstenite::client_async(request, stream),
-    )
-    .await
-    .unwrap();
+    let mut ws = WsPeer::handshake(stream, request).await;
     let conn = hooks.connects.next().await;
     let req = conn.request();
     assert_eq!(req.uri().path(), "/chat/room");
@@ -315,13 +296,12 @@ async fn the_request_exposes_uri_query_headers_and_remote_addr() {
     assert_eq!(req.headers()["x-token"], "secret");
     assert_eq!(req.headers()["upgrade"], "websocket");
     assert_eq!(req.remote_addr(), Some(local));
-    ws.close(None).await.unwrap();
+    ws.close().await;
     test.stop().await;
 }
 
-#[tokio::test]
-async fn connection_ids_are_32_lowercase_hex_and_unique() {
-    let (test, mut hooks) = plain_server().await;
+async fn connection_ids_are_32_lowercase_hex_and_unique<R: TestRuntime>() {
+    let (test, mut hooks) = plain_server::<R>();
     let mut a = WsPeer::connect(&test.url("/ws")).await;
     let first = hooks.connects.next().await;
     let mut b = WsPeer::connect(&test.url("/ws")).await;
@@ -344,12 +324,11 @@ async fn connection_ids_are_32_lowercase_hex_and_unique() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn the_data_store_lives_with_the_connection() {
+async fn the_data_store_lives_with_the_connection<R: TestRuntime>() {
     #[derive(Clone, Debug, PartialEq)]
     struct User(String);
     let (seen_tx, mut seen) = channel::<(Option<User>, Option<u32>)>();
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on_connect(|conn: Conn| async move {
             conn.data().insert(User(
                 conn.request()
@@ -366,12 +345,12 @@ async fn the_data_store_lives_with_the_connection() {
             format!("{}:{count}", user.0)
         })
         .on_disconnect(move |conn: Conn, _reason| {
-            let _ = seen_tx.send((conn.data().get::<User>(), conn.data().value("count")));
+            seen_tx.send((conn.data().get::<User>(), conn.data().value("count")));
             async {}
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut ana = WsPeer::connect(&test.url("/ws?user=ana")).await;
     let mut bob = WsPeer::connect(&test.url("/ws?user=bob")).await;
     assert_eq!(ana.ask("count||1").await, "__ack_count||1||ana:1");
@@ -385,14 +364,13 @@ async fn the_data_store_lives_with_the_connection() {
     assert_eq!(seen.next().await, (Some(User("bob".into())), Some(1)));
 }
 
-#[tokio::test]
-async fn a_panicking_connect_hook_is_reported_and_the_connection_closed() {
+async fn a_panicking_connect_hook_is_reported_and_the_connection_closed<R: TestRuntime>() {
     let (errors_tx, mut errors) = channel::<String>();
     let (disconnect_tx, mut disconnects) = channel::<DisconnectReason>();
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on_connect(|_conn: Conn| async move { panic!("no entry") })
         .on_disconnect(move |_conn, reason| {
-            let _ = disconnect_tx.send(reason);
+            disconnect_tx.send(reason);
             async {}
         })
         .on_error(move |conn, err| {
@@ -404,11 +382,11 @@ async fn a_panicking_connect_hook_is_reported_and_the_connection_closed() {
                     ..
                 }
             ));
-            let _ = errors_tx.send(err.to_string());
+            errors_tx.send(err.to_string());
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     assert_eq!(errors.next().await, "on_connect hook panicked: no entry");
     let (before, close) = peer.until_close().await;
@@ -418,14 +396,15 @@ async fn a_panicking_connect_hook_is_reported_and_the_connection_closed() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn keepalive_pings_a_silent_peer_and_closes_with_1001_when_it_never_answers() {
-    let (builder, mut hooks) = hooked(Server::builder());
+async fn keepalive_pings_a_silent_peer_and_closes_with_1001_when_it_never_answers<
+    R: TestRuntime,
+>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
     let server = builder
         .keepalive(Duration::from_millis(50), Duration::from_millis(300))
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     // A hand-written peer: it reads, but never answers pings.
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     let (before, close) = raw.reader.until_close().await;
@@ -445,9 +424,8 @@ async fn keepalive_pings_a_silent_peer_and_closes_with_1001_when_it_never_answer
     test.stop().await;
 }
 
-#[tokio::test]
-async fn keepalive_keeps_a_peer_that_answers_pings() {
-    let (builder, mut hooks) = hooked(Server::builder());
+async fn keepalive_keeps_a_peer_that_answers_pings<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
     let server = builder
         .keepalive(Duration::from_millis(50), Duration::from_millis(500))
         .on("echo", |_conn: Conn, event: Event| async move {
@@ -455,14 +433,15 @@ async fn keepalive_keeps_a_peer_that_answers_pings() {
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     // tungstenite answers every ping it reads.
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let mut pings = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
-    while let Ok(message) = tokio::time::timeout_at(deadline, peer.ws.next()).await {
-        match message {
-            Some(Ok(Message::Ping(_))) => pings += 1,
+    let deadline = Instant::now() + Duration::from_millis(900);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match peer.read(left).await {
+            ReadOutcome::Message(Message::Ping(_)) => pings += 1,
+            ReadOutcome::TimedOut => break,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -472,12 +451,11 @@ async fn keepalive_keeps_a_peer_that_answers_pings() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn close_gives_up_on_a_peer_that_never_answers_after_the_close_timeout() {
-    let mut config = etp_tokio::ConnConfig::default();
+async fn close_gives_up_on_a_peer_that_never_answers_after_the_close_timeout<R: TestRuntime>() {
+    let mut config = ConnConfig::default();
     config.close_timeout = Duration::from_millis(200);
-    let (builder, mut hooks) = hooked(Server::builder().conn_config(config));
-    let test = TestServer::start(builder.build().unwrap()).await;
+    let (builder, mut hooks) = hooked(Server::<R>::builder().conn_config(config));
+    let test = TestServer::start(builder.build().unwrap());
     // This peer never reads.
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     let conn = hooks.connects.next().await;
@@ -495,21 +473,20 @@ async fn close_gives_up_on_a_peer_that_never_answers_after_the_close_timeout() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn handlers_still_running_are_cancelled_when_the_connection_ends() {
-    struct Dropped(tokio::sync::mpsc::UnboundedSender<&'static str>);
+async fn handlers_still_running_are_cancelled_when_the_connection_ends<R: TestRuntime>() {
+    struct Dropped(Tx<&'static str>);
     impl Drop for Dropped {
         fn drop(&mut self) {
-            let _ = self.0.send("handler dropped");
+            self.0.send("handler dropped");
         }
     }
     let (events_tx, mut events) = channel::<&'static str>();
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on("forever", {
             let events_tx = events_tx.clone();
             move |_conn: Conn, _event: Event| {
                 let guard = Dropped(events_tx.clone());
-                let _ = events_tx.send("handler started");
+                events_tx.send("handler started");
                 async move {
                     let _guard = guard;
                     std::future::pending::<()>().await
@@ -517,12 +494,12 @@ async fn handlers_still_running_are_cancelled_when_the_connection_ends() {
             }
         })
         .on_disconnect(move |_conn, _reason| {
-            let _ = events_tx.send("disconnect hook");
+            events_tx.send("disconnect hook");
             async {}
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.send_text("forever||1").await;
     assert_eq!(events.next().await, "handler started");
@@ -531,4 +508,25 @@ async fn handlers_still_running_are_cancelled_when_the_connection_ends() {
     assert_eq!(events.next().await, "disconnect hook");
     assert_eq!(events.next().await, "handler dropped");
     test.stop().await;
+}
+
+behaviour_suite! {
+    a_peer_close_with_1000_is_normal_and_echoed,
+    a_peer_close_with_1001_is_not_normal,
+    a_peer_close_with_4000_is_not_normal,
+    a_peer_close_without_a_code_is_1005_and_not_normal,
+    a_dropped_tcp_connection_is_lost_and_not_normal,
+    conn_close_sends_1000_with_an_empty_reason,
+    conn_close_from_a_handler_sends_earlier_emits_before_the_close_frame,
+    the_connect_hook_runs_before_the_first_frame_is_handled,
+    the_connect_hook_may_emit_before_anything_is_read,
+    the_disconnect_hook_runs_once_while_the_conn_is_still_in_its_rooms,
+    the_request_exposes_uri_query_headers_and_remote_addr,
+    connection_ids_are_32_lowercase_hex_and_unique,
+    the_data_store_lives_with_the_connection,
+    a_panicking_connect_hook_is_reported_and_the_connection_closed,
+    keepalive_pings_a_silent_peer_and_closes_with_1001_when_it_never_answers,
+    keepalive_keeps_a_peer_that_answers_pings,
+    close_gives_up_on_a_peer_that_never_answers_after_the_close_timeout,
+    handlers_still_running_are_cancelled_when_the_connection_ends,
 }

@@ -1,41 +1,44 @@
 //! PROTOCOL.md section 8.8: shutdown closes every connection with 1000 at once, stops
-//! accepting, waits (with a deadline) for running handlers, and reports stragglers.
-
-mod common;
+//! accepting, waits (with a deadline) for running handlers, and reports stragglers; on
+//! every runtime.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
-use etp_tokio::{Client, ClientExt, Conn, DialError, DisconnectReason, Event, Server};
+use etp_behaviour::raw::*;
+use etp_behaviour::*;
+use etp_driver::{Client, Conn, DialError, DisconnectReason, Event, Server};
 
-#[tokio::test]
-async fn shutdown_closes_every_connection_with_1000_at_once() {
-    let (builder, mut hooks) = hooked(Server::builder());
-    let test = TestServer::start(builder.build().unwrap()).await;
+async fn shutdown_closes_every_connection_with_1000_at_once<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
+    let test = TestServer::start(builder.build().unwrap());
     let addr = test.addr;
     let url = test.url("/ws");
 
     // Three raw peers that answer the close only once all three have received theirs:
     // if the server closed connections one after the other, none would ever answer.
-    let barrier = Arc::new(tokio::sync::Barrier::new(3));
+    let closes_seen = Arc::new(AtomicUsize::new(0));
     let mut peers = Vec::new();
     for _ in 0..3 {
         let mut raw = RawSocket::connect(addr, "/ws").await;
         hooks.connects.next().await;
-        let barrier = barrier.clone();
-        peers.push(tokio::spawn(async move {
+        let closes_seen = closes_seen.clone();
+        peers.push(R::spawn_task(async move {
             let (before, close) = raw.reader.until_close().await;
             assert!(before.is_empty(), "{before:?}");
             assert_eq!(close.close(), (Some(1000), String::new()));
-            within("the other peers' close frames", barrier.wait()).await;
+            closes_seen.fetch_add(1, Ordering::SeqCst);
+            eventually("the other peers' close frames", || {
+                closes_seen.load(Ordering::SeqCst) == 3
+            })
+            .await;
             raw.send(OP_CLOSE, &close.payload).await;
             // The server ends the TCP connection after the handshake.
             assert!(raw.frame().await.is_none());
         }));
     }
-    let (client, mut client_hooks) = hooked_client(Client::builder());
+    let (client, mut client_hooks) = hooked_client(Client::<R>::builder());
     let client = client.build().unwrap();
     within("dial", client.dial(&url)).await.unwrap();
     hooks.connects.next().await;
@@ -49,12 +52,9 @@ async fn shutdown_closes_every_connection_with_1000_at_once() {
     assert_eq!(dropped, 0);
     assert!(test.server.is_shutting_down());
     assert_eq!(test.server.connection_count(), 0);
-    within("serve() to return", test.serving)
-        .await
-        .unwrap()
-        .unwrap();
+    within("serve() to return", test.serving).await.unwrap();
     for peer in peers {
-        within("a raw peer", peer).await.unwrap();
+        within("a raw peer", peer).await;
     }
     // The client saw a normal close, and so did the server for every connection.
     let (_, reason) = client_hooks.disconnects.next().await;
@@ -64,24 +64,20 @@ async fn shutdown_closes_every_connection_with_1000_at_once() {
         assert!(reason.is_normal(), "{reason:?}");
     }
     // New dials are refused: nothing listens any more.
-    let again = Client::builder().build().unwrap();
+    let again = Client::<R>::builder().build().unwrap();
     let refused = within("refused dial", again.dial(&url)).await;
-    assert!(
-        matches!(refused, Err(DialError::Io(_))),
-        "{refused:?}"
-    );
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(matches!(refused, Err(DialError::Io(_))), "{refused:?}");
+    assert!(tcp_refused(addr).await);
     assert!(test.server.rooms().all().is_empty());
 }
 
-#[tokio::test]
-async fn shutdown_drops_a_peer_that_never_answers_the_close_after_the_timeout() {
-    let (builder, mut hooks) = hooked(Server::builder());
-    let test = TestServer::start(builder.build().unwrap()).await;
+async fn shutdown_drops_a_peer_that_never_answers_the_close_after_the_timeout<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
+    let test = TestServer::start(builder.build().unwrap());
     // This peer never reads, so it never answers the close frame.
     let silent = RawSocket::connect(test.addr, "/ws").await;
     let silent_conn = hooks.connects.next().await;
-    let (client, mut client_hooks) = hooked_client(Client::builder());
+    let (client, mut client_hooks) = hooked_client(Client::<R>::builder());
     let client = client.build().unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
     let polite_conn = hooks.connects.next().await;
@@ -108,10 +104,7 @@ async fn shutdown_drops_a_peer_that_never_answers_the_close_after_the_timeout() 
     );
     let (_, reason) = client_hooks.disconnects.next().await;
     assert!(reason.is_normal(), "{reason:?}");
-    within("serve() to return", test.serving)
-        .await
-        .unwrap()
-        .unwrap();
+    within("serve() to return", test.serving).await.unwrap();
     // The silent peer got a close frame it never read, then the connection ended.
     let mut silent = silent;
     let (_, close) = silent.reader.until_close().await;
@@ -119,11 +112,10 @@ async fn shutdown_drops_a_peer_that_never_answers_the_close_after_the_timeout() 
     assert!(silent.frame().await.is_none());
 }
 
-#[tokio::test]
-async fn shutdown_lets_running_handlers_answer_before_closing() {
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
+async fn shutdown_lets_running_handlers_answer_before_closing<R: TestRuntime>() {
+    let release = Gate::new();
     let started = Arc::new(AtomicUsize::new(0));
-    let (builder, mut hooks) = hooked(Server::builder());
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
     let server = builder
         .on("work", {
             let release = release.clone();
@@ -132,7 +124,7 @@ async fn shutdown_lets_running_handlers_answer_before_closing() {
                 let release = release.clone();
                 started.fetch_add(1, Ordering::SeqCst);
                 async move {
-                    let _permit = release.acquire().await;
+                    release.pass().await;
                     "done"
                 }
             }
@@ -140,7 +132,7 @@ async fn shutdown_lets_running_handlers_answer_before_closing() {
         .on("other", |_conn: Conn, _event: Event| async { "handled" })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.send_text("work||1").await;
     eventually("the handler to start", || {
@@ -148,7 +140,7 @@ async fn shutdown_lets_running_handlers_answer_before_closing() {
     })
     .await;
 
-    let shutting = tokio::spawn({
+    let mut shutting = R::spawn_task({
         let server = test.server.clone();
         async move { server.shutdown(Duration::from_secs(4)).await }
     });
@@ -159,28 +151,27 @@ async fn shutdown_lets_running_handlers_answer_before_closing() {
     assert!(reply.starts_with("__ack_other||2"), "{reply}");
     assert!(!shutting.is_finished());
 
-    release.add_permits(1);
+    release.open(1);
     assert_eq!(peer.next_text().await, "__ack_work||1||done");
     let (before, close) = peer.until_close().await;
     assert!(before.is_empty(), "{before:?}");
     assert_eq!(u16::from(close.unwrap().code), 1000);
-    assert_eq!(within("shutdown", shutting).await.unwrap(), 0);
+    assert_eq!(within("shutdown", shutting).await, 0);
     let (_, reason) = hooks.disconnects.next().await;
     assert!(reason.is_normal(), "{reason:?}");
-    within("serve", test.serving).await.unwrap().unwrap();
+    within("serve", test.serving).await.unwrap();
 }
 
-#[tokio::test]
-async fn shutdown_cancels_handlers_still_running_at_the_deadline() {
-    struct Dropped(tokio::sync::mpsc::UnboundedSender<()>);
+async fn shutdown_cancels_handlers_still_running_at_the_deadline<R: TestRuntime>() {
+    struct Dropped(Tx<()>);
     impl Drop for Dropped {
         fn drop(&mut self) {
-            let _ = self.0.send(());
+            self.0.send(());
         }
     }
     let (dropped_tx, mut dropped) = channel::<()>();
     let started = Arc::new(AtomicUsize::new(0));
-    let (builder, mut hooks) = hooked(Server::builder());
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
     let server = builder
         .on("forever", {
             let started = started.clone();
@@ -195,10 +186,10 @@ async fn shutdown_cancels_handlers_still_running_at_the_deadline() {
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
-    let client = Client::builder().build().unwrap();
+    let test = TestServer::start(server);
+    let client = Client::<R>::builder().build().unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
-    let asking = tokio::spawn({
+    let asking = R::spawn_task({
         let client = client.clone();
         async move {
             client
@@ -216,14 +207,21 @@ async fn shutdown_cancels_handlers_still_running_at_the_deadline() {
     let (_, reason) = hooks.disconnects.next().await;
     assert!(matches!(reason, DisconnectReason::Shutdown), "{reason:?}");
     // The client's request ends at once, not after an hour.
-    let result = within("the client's request", asking).await.unwrap();
+    let result = within("the client's request", asking).await;
     assert!(result.is_err(), "{result:?}");
 }
 
-#[tokio::test]
-async fn shutdown_without_connections_returns_at_once_and_stops_serving() {
-    let test = TestServer::start(Server::builder().build().unwrap()).await;
+async fn shutdown_without_connections_returns_at_once_and_stops_serving<R: TestRuntime>() {
+    let test = TestServer::start(Server::<R>::builder().build().unwrap());
     let addr = test.addr;
     assert_eq!(test.stop().await, 0);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(tcp_refused(addr).await);
+}
+
+behaviour_suite! {
+    shutdown_closes_every_connection_with_1000_at_once,
+    shutdown_drops_a_peer_that_never_answers_the_close_after_the_timeout,
+    shutdown_lets_running_handlers_answer_before_closing,
+    shutdown_cancels_handlers_still_running_at_the_deadline,
+    shutdown_without_connections_returns_at_once_and_stops_serving,
 }

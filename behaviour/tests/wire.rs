@@ -1,19 +1,15 @@
-//! PROTOCOL.md sections 2 to 4 (and 8.9, 8.10) over real sockets: the exact bytes
-//! our server and client put on the wire, checked by raw peers.
-
-mod common;
+//! PROTOCOL.md sections 2 to 4 (and 8.9, 8.10) over real sockets, on every runtime:
+//! the exact bytes our server and client put on the wire, checked by raw peers.
 
 use bytes::Bytes;
-use common::*;
-use etp_tokio::{
-    AckError, BuildError, Client, ClientExt, Conn, EmitError, Error, Event, Server,
-    proto::NameError,
-};
-use tokio_tungstenite::tungstenite::Message;
+use etp_behaviour::raw::*;
+use etp_behaviour::*;
+use etp_driver::proto::NameError;
+use etp_driver::{AckError, BuildError, Client, Conn, EmitError, Error, Event, Server};
 
 /// A server whose `echo` handler answers with the data it got, and `empty` with nothing.
-async fn echo_server(js: bool) -> (TestServer, Hooks) {
-    let (builder, hooks) = hooked(Server::builder());
+fn echo_server<R: TestRuntime>(js: bool) -> (TestServer<R>, Hooks) {
+    let (builder, hooks) = hooked(Server::<R>::builder());
     let server = builder
         .js_compatible(js)
         .on("echo", |_conn: Conn, event: Event| async move {
@@ -22,13 +18,12 @@ async fn echo_server(js: bool) -> (TestServer, Hooks) {
         .on("empty", |_conn: Conn, _event: Event| async {})
         .build()
         .expect("build");
-    (TestServer::start(server).await, hooks)
+    (TestServer::start(server), hooks)
 }
 
-#[tokio::test]
-async fn an_emit_with_ack_round_trips_between_our_client_and_server() {
-    let (test, _hooks) = echo_server(false).await;
-    let client = Client::builder().build().unwrap();
+async fn an_emit_with_ack_round_trips_between_our_client_and_server<R: TestRuntime>() {
+    let (test, _hooks) = echo_server::<R>(false);
+    let client = Client::<R>::builder().build().unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
     let answer = within("ack", client.emit_with_ack("echo", "ping me"))
         .await
@@ -42,9 +37,8 @@ async fn an_emit_with_ack_round_trips_between_our_client_and_server() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn the_server_replies_with_the_exact_go_frames() {
-    let (test, mut hooks) = echo_server(false).await;
+async fn the_server_replies_with_the_exact_go_frames<R: TestRuntime>() {
+    let (test, mut hooks) = echo_server::<R>(false);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     // Reply with data: `__ack_<name>||<id>||<data>`.
     assert_eq!(peer.ask("echo||1||x").await, "__ack_echo||1||x");
@@ -58,11 +52,10 @@ async fn the_server_replies_with_the_exact_go_frames() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn the_server_emits_go_frames_and_reads_raw_replies() {
-    let (builder, mut hooks) = hooked(Server::builder());
+async fn the_server_emits_go_frames_and_reads_raw_replies<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
     let server = builder.build().unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let conn = hooks.connects.next().await;
 
@@ -74,52 +67,50 @@ async fn the_server_emits_go_frames_and_reads_raw_replies() {
     assert_eq!(peer.next_text().await, "ev||0||data");
 
     // The server's own request: ids 1, 2, ... and the raw reply resolves it.
-    let asking = tokio::spawn({
+    let asking = R::spawn_task({
         let conn = conn.clone();
         async move { conn.emit_with_ack("q", "d").await }
     });
     assert_eq!(peer.next_text().await, "q||1||d");
     peer.send_text("__ack_q||1||answer").await;
-    let answer = within("ack", asking).await.unwrap().unwrap();
+    let answer = within("ack", asking).await.unwrap();
     assert_eq!(answer, "answer");
 
     // A 2-part reply resolves with empty data.
-    let asking = tokio::spawn({
+    let asking = R::spawn_task({
         let conn = conn.clone();
         async move { conn.emit_with_ack("q", "").await }
     });
     assert_eq!(peer.next_text().await, "q||2");
     peer.send_text("__ack_q||2").await;
-    assert!(within("ack", asking).await.unwrap().unwrap().is_empty());
+    assert!(within("ack", asking).await.unwrap().is_empty());
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn a_reply_is_matched_by_id_only_not_by_name() {
-    let (builder, mut hooks) = hooked(Server::builder());
-    let test = TestServer::start(builder.build().unwrap()).await;
+async fn a_reply_is_matched_by_id_only_not_by_name<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
+    let test = TestServer::start(builder.build().unwrap());
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let conn = hooks.connects.next().await;
-    let asking = tokio::spawn(async move { conn.emit_with_ack("question", "?").await });
+    let asking = R::spawn_task(async move { conn.emit_with_ack("question", "?").await });
     assert_eq!(peer.next_text().await, "question||1||?");
     peer.send_text("__ack_something_else||1||by id").await;
-    assert_eq!(within("ack", asking).await.unwrap().unwrap(), "by id");
+    assert_eq!(within("ack", asking).await.unwrap(), "by id");
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn js_compatible_always_writes_the_third_separator() {
-    let (test, mut hooks) = echo_server(true).await;
+async fn js_compatible_always_writes_the_third_separator<R: TestRuntime>() {
+    let (test, mut hooks) = echo_server::<R>(true);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let conn = hooks.connects.next().await;
     assert_eq!(peer.ask("empty||5").await, "__ack_empty||5||");
     assert_eq!(peer.ask("echo||6||x").await, "__ack_echo||6||x");
     conn.emit("ev", "").unwrap();
     assert_eq!(peer.next_text().await, "ev||0||");
-    let asking = tokio::spawn(async move { conn.emit_with_ack("q", "").await });
+    let asking = R::spawn_task(async move { conn.emit_with_ack("q", "").await });
     assert_eq!(peer.next_text().await, "q||1||");
     peer.send_text("__ack_q||1||").await;
-    assert!(within("ack", asking).await.unwrap().unwrap().is_empty());
+    assert!(within("ack", asking).await.unwrap().is_empty());
 
     // Broadcasts use the server's encoding too.
     let report = test
@@ -132,9 +123,10 @@ async fn js_compatible_always_writes_the_third_separator() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn the_server_answers_every_ack_request_exactly_once_even_without_a_handler() {
-    let (test, mut hooks) = echo_server(false).await;
+async fn the_server_answers_every_ack_request_exactly_once_even_without_a_handler<
+    R: TestRuntime,
+>() {
+    let (test, mut hooks) = echo_server::<R>(false);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.send_text("nobody||4||data").await;
     peer.send_text("nobody_either||0||no ack wanted").await;
@@ -150,15 +142,14 @@ async fn the_server_answers_every_ack_request_exactly_once_even_without_a_handle
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn the_fallback_handler_answers_unknown_events() {
-    let server = Server::builder()
+async fn the_fallback_handler_answers_unknown_events<R: TestRuntime>() {
+    let server = Server::<R>::builder()
         .on_unknown_event(|_conn: Conn, event: Event| async move {
             format!("fallback saw {}", event.name())
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     assert_eq!(
         peer.ask("whatever||3||x").await,
@@ -167,9 +158,8 @@ async fn the_fallback_handler_answers_unknown_events() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn ack_ids_follow_go_atoi_and_are_written_back_as_i64() {
-    let (test, mut hooks) = echo_server(false).await;
+async fn ack_ids_follow_go_atoi_and_are_written_back_as_i64<R: TestRuntime>() {
+    let (test, mut hooks) = echo_server::<R>(false);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     assert_eq!(peer.ask("echo||-1||neg").await, "__ack_echo||-1||neg");
     assert_eq!(peer.ask("empty||-1").await, "__ack_empty||-1");
@@ -191,19 +181,18 @@ async fn ack_ids_follow_go_atoi_and_are_written_back_as_i64() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn the_handler_tells_a_two_part_frame_from_empty_data() {
+async fn the_handler_tells_a_two_part_frame_from_empty_data<R: TestRuntime>() {
     let (seen_tx, mut seen) = channel();
-    let server = Server::builder()
+    let server = Server::<R>::builder()
         .on("ev", move |_conn: Conn, event: Event| {
             let seen_tx = seen_tx.clone();
             async move {
-                let _ = seen_tx.send((event.has_data(), event.data().to_vec()));
+                seen_tx.send((event.has_data(), event.data().to_vec()));
             }
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.ask("ev||1").await;
     assert_eq!(seen.next().await, (false, vec![]));
@@ -214,9 +203,8 @@ async fn the_handler_tells_a_two_part_frame_from_empty_data() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn binary_messages_are_parsed_like_text() {
-    let (test, mut hooks) = echo_server(false).await;
+async fn binary_messages_are_parsed_like_text<R: TestRuntime>() {
+    let (test, mut hooks) = echo_server::<R>(false);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.send(Message::binary(b"echo||3||hi".to_vec())).await;
     // Valid UTF-8 goes back as text.
@@ -227,9 +215,8 @@ async fn binary_messages_are_parsed_like_text() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn frames_that_are_not_utf8_go_out_as_binary() {
-    let (test, mut hooks) = echo_server(false).await;
+async fn frames_that_are_not_utf8_go_out_as_binary<R: TestRuntime>() {
+    let (test, mut hooks) = echo_server::<R>(false);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let mut request = b"echo||1||".to_vec();
     request.extend_from_slice(&[0xff, 0xfe, 0x00]);
@@ -250,27 +237,26 @@ async fn frames_that_are_not_utf8_go_out_as_binary() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn ack_frames_for_unknown_ids_are_dropped_and_never_dispatched() {
+async fn ack_frames_for_unknown_ids_are_dropped_and_never_dispatched<R: TestRuntime>() {
     let (seen_tx, mut seen) = channel::<String>();
-    let (builder, mut hooks) = hooked(Server::builder());
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
     let fallback_tx = seen_tx.clone();
     let server = builder
         .on("ev", move |_conn: Conn, event: Event| {
             let seen_tx = seen_tx.clone();
             async move {
-                let _ = seen_tx.send(format!("ev:{}", String::from_utf8_lossy(event.data())));
+                seen_tx.send(format!("ev:{}", String::from_utf8_lossy(event.data())));
             }
         })
         .on_unknown_event(move |_conn: Conn, event: Event| {
             let fallback_tx = fallback_tx.clone();
             async move {
-                let _ = fallback_tx.send(format!("fallback:{}", event.name()));
+                fallback_tx.send(format!("fallback:{}", event.name()));
             }
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     // Replies to requests the server never made: unknown id, id 0, an id that asks for
     // an ack, a name that has a handler, and one that the fallback would take.
@@ -283,14 +269,14 @@ async fn ack_frames_for_unknown_ids_are_dropped_and_never_dispatched() {
     assert_eq!(seen.next().await, "ev:first probe");
     // A late duplicate of a real reply: the first resolves, the second is dropped.
     let conn = hooks.connects.next().await;
-    let asking = tokio::spawn({
+    let asking = R::spawn_task({
         let conn = conn.clone();
         async move { conn.emit_with_ack("q", "").await }
     });
     assert_eq!(peer.next_text().await, "q||1");
     peer.send_text("__ack_q||1||first").await;
     peer.send_text("__ack_q||1||second").await;
-    assert_eq!(within("ack", asking).await.unwrap().unwrap(), "first");
+    assert_eq!(within("ack", asking).await.unwrap(), "first");
     // The probe is the first thing dispatched, and the first reply sent.
     assert_eq!(peer.ask("ev||2||probe").await, "__ack_ev||2");
     assert_eq!(seen.next().await, "ev:probe");
@@ -302,9 +288,8 @@ async fn ack_frames_for_unknown_ids_are_dropped_and_never_dispatched() {
     test.stop_with(&mut peer).await;
 }
 
-#[test]
-fn registering_an_ack_name_makes_build_fail() {
-    let err = Server::builder()
+async fn registering_an_ack_name_makes_build_fail<R: TestRuntime>() {
+    let err = Server::<R>::builder()
         .on("__ack_x", |_conn: Conn, _event: Event| async {})
         .build()
         .unwrap_err();
@@ -316,12 +301,12 @@ fn registering_an_ack_name_makes_build_fail() {
         ),
         "{err:?}"
     );
-    let err = Client::builder()
+    let err = Client::<R>::builder()
         .on("__ack_x", |_conn: Conn, _event: Event| async {})
         .build()
         .unwrap_err();
     assert!(matches!(err, BuildError::InvalidEventName { .. }));
-    let err = Server::builder()
+    let err = Server::<R>::builder()
         .on("a||b", |_conn: Conn, _event: Event| async {})
         .build()
         .unwrap_err();
@@ -337,10 +322,9 @@ fn registering_an_ack_name_makes_build_fail() {
     );
 }
 
-#[tokio::test]
-async fn names_that_cannot_travel_are_refused_at_emit() {
-    let (test, _hooks) = echo_server(false).await;
-    let client = Client::builder().build().unwrap();
+async fn names_that_cannot_travel_are_refused_at_emit<R: TestRuntime>() {
+    let (test, _hooks) = echo_server::<R>(false);
+    let client = Client::<R>::builder().build().unwrap();
     within("dial", client.dial(&test.url("/ws"))).await.unwrap();
     assert!(matches!(
         client.emit("a||b", ""),
@@ -365,54 +349,52 @@ async fn names_that_cannot_travel_are_refused_at_emit() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn the_client_writes_go_frames_to_a_raw_server() {
-    let (listener, url) = raw_listener().await;
-    let client = Client::builder().build().unwrap();
-    let (accepted, dialed) = tokio::join!(raw_accept(&listener), client.dial(&url));
+async fn the_client_writes_go_frames_to_a_raw_server<R: TestRuntime>() {
+    let listener = RawListener::new();
+    let url = listener.url();
+    let client = Client::<R>::builder().build().unwrap();
+    let (accepted, dialed) = futures_util::join!(listener.accept(), client.dial(&url));
     dialed.unwrap();
     let (mut ws, _) = accepted;
 
     client.emit("ev", "").unwrap();
-    assert_eq!(server_next_text(&mut ws).await, "ev||0");
+    assert_eq!(ws.next_text().await, "ev||0");
     client.emit("ev", "data").unwrap();
-    assert_eq!(server_next_text(&mut ws).await, "ev||0||data");
+    assert_eq!(ws.next_text().await, "ev||0||data");
 
-    let asking = tokio::spawn({
+    let asking = R::spawn_task({
         let client = client.clone();
         async move { client.emit_with_ack("ev", "data").await }
     });
-    assert_eq!(server_next_text(&mut ws).await, "ev||1||data");
-    use futures_util::SinkExt;
-    ws.send(Message::text("__ack_ev||1||x")).await.unwrap();
-    assert_eq!(within("ack", asking).await.unwrap().unwrap(), "x");
+    assert_eq!(ws.next_text().await, "ev||1||data");
+    ws.send_text("__ack_ev||1||x").await;
+    assert_eq!(within("ack", asking).await.unwrap(), "x");
 
-    let asking = tokio::spawn({
+    let asking = R::spawn_task({
         let client = client.clone();
         async move { client.emit_with_ack("ev", "").await }
     });
-    assert_eq!(server_next_text(&mut ws).await, "ev||2");
-    ws.send(Message::text("__ack_ev||2")).await.unwrap();
-    assert!(within("ack", asking).await.unwrap().unwrap().is_empty());
+    assert_eq!(ws.next_text().await, "ev||2");
+    ws.send_text("__ack_ev||2").await;
+    assert!(within("ack", asking).await.unwrap().is_empty());
 
     // The client answers the raw server's requests the same way.
-    ws.send(Message::text("nobody||-1||x")).await.unwrap();
-    assert_eq!(server_next_text(&mut ws).await, "__ack_nobody||-1");
+    ws.send_text("nobody||-1||x").await;
+    assert_eq!(ws.next_text().await, "__ack_nobody||-1");
     client.close();
 }
 
-#[tokio::test]
-async fn a_js_compatible_client_always_writes_the_third_separator() {
-    let (listener, url) = raw_listener().await;
-    let client = Client::builder().js_compatible(true).build().unwrap();
-    let (accepted, dialed) = tokio::join!(raw_accept(&listener), client.dial(&url));
+async fn a_js_compatible_client_always_writes_the_third_separator<R: TestRuntime>() {
+    let listener = RawListener::new();
+    let url = listener.url();
+    let client = Client::<R>::builder().js_compatible(true).build().unwrap();
+    let (accepted, dialed) = futures_util::join!(listener.accept(), client.dial(&url));
     dialed.unwrap();
     let (mut ws, _) = accepted;
     client.emit("ev", "").unwrap();
-    assert_eq!(server_next_text(&mut ws).await, "ev||0||");
-    use futures_util::SinkExt;
-    ws.send(Message::text("nobody||3")).await.unwrap();
-    assert_eq!(server_next_text(&mut ws).await, "__ack_nobody||3||");
+    assert_eq!(ws.next_text().await, "ev||0||");
+    ws.send_text("nobody||3").await;
+    assert_eq!(ws.next_text().await, "__ack_nobody||3||");
     client.close();
 }
 
@@ -420,9 +402,10 @@ async fn a_js_compatible_client_always_writes_the_third_separator() {
 // Malformed frames
 // ---------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn malformed_frames_reach_on_error_with_go_text_and_the_connection_stays_open() {
-    let (test, mut hooks) = echo_server(false).await;
+async fn malformed_frames_reach_on_error_with_go_text_and_the_connection_stays_open<
+    R: TestRuntime,
+>() {
+    let (test, mut hooks) = echo_server::<R>(false);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let conn = hooks.connects.next().await;
     let cases = [
@@ -484,15 +467,14 @@ async fn malformed_frames_reach_on_error_with_go_text_and_the_connection_stays_o
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn malformed_frames_without_an_error_hook_do_not_hurt() {
-    let server = Server::builder()
+async fn malformed_frames_without_an_error_hook_do_not_hurt<R: TestRuntime>() {
+    let server = Server::<R>::builder()
         .on("echo", |_conn: Conn, event: Event| async move {
             event.into_data()
         })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
+    let test = TestServer::start(server);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     for frame in ["", "x", "a|||b", "ev||1e3", "||", "||||"] {
         peer.send_text(frame).await;
@@ -503,9 +485,8 @@ async fn malformed_frames_without_an_error_hook_do_not_hurt() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn a_ping_is_answered_with_an_identical_pong() {
-    let (test, _hooks) = echo_server(false).await;
+async fn a_ping_is_answered_with_an_identical_pong<R: TestRuntime>() {
+    let (test, _hooks) = echo_server::<R>(false);
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     peer.send(Message::Ping(Bytes::from_static(b"are you there")))
         .await;
@@ -516,11 +497,9 @@ async fn a_ping_is_answered_with_an_identical_pong() {
     test.stop_with(&mut peer).await;
 }
 
-#[tokio::test]
-async fn server_emits_reach_the_peer_in_the_order_they_were_made() {
-    // Server-side emits reach the raw peer in the order they were made.
-    let (builder, mut hooks) = hooked(Server::builder());
-    let test = TestServer::start(builder.build().unwrap()).await;
+async fn server_emits_reach_the_peer_in_the_order_they_were_made<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
+    let test = TestServer::start(builder.build().unwrap());
     let mut peer = WsPeer::connect(&test.url("/ws")).await;
     let conn = hooks.connects.next().await;
     for i in 0..100 {
@@ -530,4 +509,27 @@ async fn server_emits_reach_the_peer_in_the_order_they_were_made() {
         assert_eq!(peer.next_text().await, format!("n||0||{i}"));
     }
     test.stop_with(&mut peer).await;
+}
+
+behaviour_suite! {
+    an_emit_with_ack_round_trips_between_our_client_and_server,
+    the_server_replies_with_the_exact_go_frames,
+    the_server_emits_go_frames_and_reads_raw_replies,
+    a_reply_is_matched_by_id_only_not_by_name,
+    js_compatible_always_writes_the_third_separator,
+    the_server_answers_every_ack_request_exactly_once_even_without_a_handler,
+    the_fallback_handler_answers_unknown_events,
+    ack_ids_follow_go_atoi_and_are_written_back_as_i64,
+    the_handler_tells_a_two_part_frame_from_empty_data,
+    binary_messages_are_parsed_like_text,
+    frames_that_are_not_utf8_go_out_as_binary,
+    ack_frames_for_unknown_ids_are_dropped_and_never_dispatched,
+    registering_an_ack_name_makes_build_fail,
+    names_that_cannot_travel_are_refused_at_emit,
+    the_client_writes_go_frames_to_a_raw_server,
+    a_js_compatible_client_always_writes_the_third_separator,
+    malformed_frames_reach_on_error_with_go_text_and_the_connection_stays_open,
+    malformed_frames_without_an_error_hook_do_not_hurt,
+    a_ping_is_answered_with_an_identical_pong,
+    server_emits_reach_the_peer_in_the_order_they_were_made,
 }

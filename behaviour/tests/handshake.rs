@@ -1,13 +1,14 @@
-//! PROTOCOL.md section 6: the upgrade, as raw HTTP/1.1 requests see it.
+//! PROTOCOL.md section 6: the upgrade, as raw HTTP/1.1 requests see it, on every
+//! runtime. etp-tokio answers with hyper; etp-async-std reads the request head itself
+//! (etp-async-std/src/http.rs): both must answer alike.
 
-mod common;
+use etp_behaviour::raw::*;
+use etp_behaviour::*;
+use etp_driver::{Conn, Error, Event, OriginPolicy, Server, ServerBuilder};
 
-use common::*;
-use etp_tokio::{Error, OriginPolicy, Server, ServerBuilder};
-
-async fn start(builder: ServerBuilder) -> (TestServer, Hooks) {
+fn start<R: TestRuntime>(builder: ServerBuilder<R>) -> (TestServer<R>, Hooks) {
     let (builder, hooks) = hooked(builder);
-    (TestServer::start(builder.build().unwrap()).await, hooks)
+    (TestServer::start(builder.build().unwrap()), hooks)
 }
 
 /// Asserts a refusal: status, exact body, and the error hook's report (no connection).
@@ -30,9 +31,8 @@ async fn expect_refusal(hooks: &mut Hooks, response: &HttpResponse, status: u16,
     assert!(hooks.connects.try_next().is_none());
 }
 
-#[tokio::test]
-async fn a_plain_get_without_upgrade_gets_426() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn a_plain_get_without_upgrade_gets_426<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let addr = test.addr;
     let response = http_exchange(addr, &format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n\r\n")).await;
     expect_refusal(
@@ -60,9 +60,8 @@ async fn a_plain_get_without_upgrade_gets_426() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn http_1_0_gets_426() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn http_1_0_gets_426<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let addr = test.addr;
     let request = upgrade_request("GET", addr, "/ws", "").replace("HTTP/1.1", "HTTP/1.0");
     let response = http_exchange(addr, &request).await;
@@ -76,9 +75,8 @@ async fn http_1_0_gets_426() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_post_upgrade_gets_405() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn a_post_upgrade_gets_405<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let response = http_exchange(test.addr, &upgrade_request("POST", test.addr, "/ws", "")).await;
     expect_refusal(
         &mut hooks,
@@ -90,9 +88,8 @@ async fn a_post_upgrade_gets_405() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_bad_websocket_version_gets_400() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn a_bad_websocket_version_gets_400<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let request = upgrade_request("GET", test.addr, "/ws", "")
         .replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8");
     let response = http_exchange(test.addr, &request).await;
@@ -110,9 +107,8 @@ async fn a_bad_websocket_version_gets_400() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_missing_or_bad_key_gets_400() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn a_missing_or_bad_key_gets_400<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let without_key = upgrade_request("GET", test.addr, "/ws", "")
         .replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), "");
     let response = http_exchange(test.addr, &without_key).await;
@@ -151,9 +147,8 @@ async fn a_missing_or_bad_key_gets_400() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_valid_upgrade_gets_101_with_the_rfc_accept_key_on_any_path() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn a_valid_upgrade_gets_101_with_the_rfc_accept_key_on_any_path<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     for path in ["/", "/ws", "/any/path?with=query"] {
         let response = http_exchange(test.addr, &upgrade_request("GET", test.addr, path, "")).await;
         assert_eq!(response.status, 101, "{response:?}");
@@ -170,9 +165,8 @@ async fn a_valid_upgrade_gets_101_with_the_rfc_accept_key_on_any_path() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_cross_origin_request_gets_403_with_go_text() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn a_cross_origin_request_gets_403_with_go_text<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let addr = test.addr;
     let request = upgrade_request("GET", addr, "/ws", "Origin: http://evil.example\r\n");
     let response = http_exchange(addr, &request).await;
@@ -194,9 +188,8 @@ async fn a_cross_origin_request_gets_403_with_go_text() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_same_host_origin_is_allowed() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn a_same_host_origin_is_allowed<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let addr = test.addr;
     for origin in [
         format!("http://{addr}"),
@@ -219,9 +212,8 @@ async fn a_same_host_origin_is_allowed() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn origin_patterns_allow_matching_origins_only() {
-    let (test, mut hooks) = start(Server::builder().origin_patterns(["*.trusted.test"])).await;
+async fn origin_patterns_allow_matching_origins_only<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder().origin_patterns(["*.trusted.test"]));
     let addr = test.addr;
     let ask = |origin: &str| upgrade_request("GET", addr, "/ws", &format!("Origin: {origin}\r\n"));
     assert_eq!(
@@ -255,10 +247,9 @@ async fn origin_patterns_allow_matching_origins_only() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn insecure_allow_any_skips_the_origin_check() {
+async fn insecure_allow_any_skips_the_origin_check<R: TestRuntime>() {
     let (test, mut hooks) =
-        start(Server::builder().origin_policy(OriginPolicy::insecure_allow_any())).await;
+        start(Server::<R>::builder().origin_policy(OriginPolicy::insecure_allow_any()));
     let addr = test.addr;
     let request = upgrade_request("GET", addr, "/ws", "Origin: http://evil.example\r\n");
     assert_eq!(http_exchange(addr, &request).await.status, 101);
@@ -270,9 +261,8 @@ async fn insecure_allow_any_skips_the_origin_check() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn an_origin_that_is_not_a_url_gets_403() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn an_origin_that_is_not_a_url_gets_403<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let request = upgrade_request("GET", test.addr, "/ws", "Origin: null\r\n");
     let response = http_exchange(test.addr, &request).await;
     expect_refusal(
@@ -285,9 +275,8 @@ async fn an_origin_that_is_not_a_url_gets_403() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn browser_style_headers_are_accepted() {
-    let (test, mut hooks) = start(Server::builder()).await;
+async fn browser_style_headers_are_accepted<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
     let addr = test.addr;
     // Firefox sends `Connection: keep-alive, Upgrade`; header values are matched
     // case-insensitively.
@@ -304,34 +293,146 @@ async fn browser_style_headers_are_accepted() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_frame_sent_right_behind_the_request_is_not_lost() {
-    let server = Server::builder()
-        .on(
-            "early",
-            |_conn: etp_tokio::Conn, _event: etp_tokio::Event| async { "seen" },
-        )
+async fn a_frame_sent_right_behind_the_request_is_not_lost<R: TestRuntime>() {
+    let server = Server::<R>::builder()
+        .on("early", |_conn: Conn, _event: Event| async { "seen" })
         .build()
         .unwrap();
-    let test = TestServer::start(server).await;
-    let stream = tokio::net::TcpStream::connect(test.addr).await.unwrap();
+    let test = TestServer::start(server);
     let mut bytes = upgrade_request("GET", test.addr, "/ws", "").into_bytes();
     bytes.extend(encode_frame(true, OP_TEXT, b"early||1", true));
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut read, mut write) = stream.into_split();
-    write.write_all(&bytes).await.unwrap();
-    let mut got = Vec::new();
     let expected = b"__ack_early||1||seen";
-    within("the reply", async {
-        while !got.windows(expected.len()).any(|w| w == expected) {
-            let mut chunk = [0u8; 1024];
-            let n = read.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await;
+    let got = send_and_read_until(test.addr, bytes, expected).await;
+    assert!(
+        find(&got, expected).is_some(),
+        "no reply: {:?}",
+        String::from_utf8_lossy(&got)
+    );
     assert!(got.starts_with(b"HTTP/1.1 101"));
-    drop((read, write));
     test.stop().await;
+}
+
+// ---------------------------------------------------------------------------------
+// The HTTP exchange around the upgrade: hyper (tokio) and etp-async-std's own reader
+// must behave alike.
+// ---------------------------------------------------------------------------------
+
+/// A browser behind proxies may send many headers and large cookies: hyper takes up to
+/// 100 headers and about 400 KiB of head (Go's net/http: 1 MiB).
+async fn a_request_head_with_80_headers_and_a_20_kib_cookie_is_accepted<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
+    let addr = test.addr;
+    let many: String = (0..80).map(|i| format!("X-Header-{i}: {i}\r\n")).collect();
+    let response = http_exchange(addr, &upgrade_request("GET", addr, "/ws", &many)).await;
+    assert_eq!(response.status, 101, "80 headers: {response:?}");
+    assert_eq!(
+        hooks.connects.next().await.request().headers()["x-header-79"],
+        "79"
+    );
+    let cookie = format!("Cookie: session={}\r\n", "c".repeat(20 * 1024));
+    let response = http_exchange(addr, &upgrade_request("GET", addr, "/ws", &cookie)).await;
+    assert_eq!(
+        response.status,
+        101,
+        "a 20 KiB head: {:?}",
+        response.status_line()
+    );
+    hooks.connects.next().await;
+    assert!(hooks.errors.try_next().is_none());
+    test.stop().await;
+}
+
+async fn a_malformed_request_gets_400_and_the_connection_is_closed<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
+    for request in [
+        "GARBAGE\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nNo colon here\r\n\r\n",
+    ] {
+        let (response, mut rest) = http_exchange_keeping(test.addr, request).await;
+        assert_eq!(response.status, 400, "{request:?}: {response:?}");
+        assert_eq!(
+            rest.reader.ends_within(GUARD).await,
+            Some(true),
+            "the connection stays open after {request:?}"
+        );
+    }
+    // Not an upgrade the server could judge: nothing reaches the hooks.
+    assert!(hooks.errors.try_next().is_none());
+    assert!(hooks.connects.try_next().is_none());
+    test.stop().await;
+}
+
+/// HTTP/1.1 keeps a connection alive after an error response unless told otherwise
+/// (hyper does, and so does Go's net/http behind Go etp): a client may send its real
+/// upgrade on the connection that got the refusal.
+async fn after_a_refusal_the_same_connection_can_carry_the_upgrade<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
+    let addr = test.addr;
+    let (response, mut socket) =
+        http_exchange_keeping(addr, &format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n\r\n")).await;
+    assert_eq!(response.status, 426, "{response:?}");
+    hooks.errors.next().await;
+    socket
+        .writer
+        .write_raw(upgrade_request("GET", addr, "/ws", "").as_bytes())
+        .await
+        .unwrap();
+    let head = socket.reader.head().await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+    hooks.connects.next().await;
+    // The refusal said nothing contradictory about the connection either.
+    assert_eq!(
+        response.headers("connection"),
+        ["Upgrade"],
+        "one Connection header: {response:?}"
+    );
+    drop(socket);
+    test.stop().await;
+}
+
+/// A client that sends half a request head and stalls is dropped after 10 s (hyper's
+/// `header_read_timeout` on tokio, `HANDSHAKE_TIMEOUT` on async-std), without an answer
+/// and without holding up other connections.
+async fn a_half_sent_request_head_is_dropped_after_ten_seconds<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
+    let mut stalled = RawSocket::connect_raw(test.addr).await;
+    stalled
+        .writer
+        .write_raw(format!("GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upg", test.addr).as_bytes())
+        .await
+        .unwrap();
+    // Others get through meanwhile.
+    let mut peer = WsPeer::connect(&test.url("/ws")).await;
+    hooks.connects.next().await;
+    assert_eq!(peer.ask("x||1").await, "__ack_x||1");
+    assert_eq!(
+        stalled
+            .reader
+            .ends_within(std::time::Duration::from_secs(12))
+            .await,
+        Some(true),
+        "the stalled request got an answer instead of being dropped"
+    );
+    assert!(hooks.errors.try_next().is_none());
+    test.stop_with(&mut peer).await;
+}
+
+behaviour_suite! {
+    a_plain_get_without_upgrade_gets_426,
+    http_1_0_gets_426,
+    a_post_upgrade_gets_405,
+    a_bad_websocket_version_gets_400,
+    a_missing_or_bad_key_gets_400,
+    a_valid_upgrade_gets_101_with_the_rfc_accept_key_on_any_path,
+    a_cross_origin_request_gets_403_with_go_text,
+    a_same_host_origin_is_allowed,
+    origin_patterns_allow_matching_origins_only,
+    insecure_allow_any_skips_the_origin_check,
+    an_origin_that_is_not_a_url_gets_403,
+    browser_style_headers_are_accepted,
+    a_frame_sent_right_behind_the_request_is_not_lost,
+    a_request_head_with_80_headers_and_a_20_kib_cookie_is_accepted,
+    a_malformed_request_gets_400_and_the_connection_is_closed,
+    after_a_refusal_the_same_connection_can_carry_the_upgrade,
+    a_half_sent_request_head_is_dropped_after_ten_seconds,
 }

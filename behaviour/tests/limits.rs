@@ -1,21 +1,21 @@
 //! PROTOCOL.md section 5 (sizes, 1009, 1007, 1002) with a hand-written WebSocket
-//! client, so that the exact message sizes and the close frames are ours to check.
+//! client, so that the exact message sizes and the close frames are ours to check; on
+//! every runtime.
 
-mod common;
-
-use common::*;
-use etp_tokio::{Conn, DisconnectReason, Event, Server};
+use etp_behaviour::raw::*;
+use etp_behaviour::*;
+use etp_driver::{Conn, DisconnectReason, Event, Server};
 
 /// A server whose `size` handler answers with the length of the data it got.
-async fn size_server(limit: Option<Option<usize>>) -> (TestServer, Hooks) {
-    let (builder, hooks) = hooked(Server::builder());
+fn size_server<R: TestRuntime>(limit: Option<Option<usize>>) -> (TestServer<R>, Hooks) {
+    let (builder, hooks) = hooked(Server::<R>::builder());
     let mut builder = builder.on("size", |_conn: Conn, event: Event| async move {
         event.data().len().to_string()
     });
     if let Some(limit) = limit {
         builder = builder.read_limit(limit);
     }
-    (TestServer::start(builder.build().unwrap()).await, hooks)
+    (TestServer::start(builder.build().unwrap()), hooks)
 }
 
 /// `size||1||` followed by filler, `total` bytes in all.
@@ -28,7 +28,7 @@ fn message_of(total: usize) -> Vec<u8> {
 
 /// Sends a message of `total` bytes and expects it handled (the ack carries the data
 /// length).
-async fn expect_accepted(test: &TestServer, hooks: &mut Hooks, total: usize) {
+async fn expect_accepted<R: TestRuntime>(test: &TestServer<R>, hooks: &mut Hooks, total: usize) {
     let raw = RawSocket::connect(test.addr, "/ws").await;
     let message = message_of(total);
     let RawSocket {
@@ -37,14 +37,14 @@ async fn expect_accepted(test: &TestServer, hooks: &mut Hooks, total: usize) {
         ..
     } = raw;
     // Written from its own task so that a server that stops reading cannot wedge us.
-    let writing = tokio::spawn(async move {
+    let writing = R::spawn_task(async move {
         let _ = writer.send(OP_TEXT, &message).await;
         writer
     });
     let reply = reader.frame().await.expect("a reply");
     assert_eq!(reply.opcode, OP_TEXT);
     assert_eq!(reply.text(), format!("__ack_size||1||{}", total - 9));
-    let mut writer = within("write", writing).await.unwrap();
+    let mut writer = within("write", writing).await;
     writer
         .send(OP_CLOSE, &close_payload(1000, ""))
         .await
@@ -56,7 +56,12 @@ async fn expect_accepted(test: &TestServer, hooks: &mut Hooks, total: usize) {
 }
 
 /// Sends a message of `total` bytes and expects a 1009 close with Go's reason.
-async fn expect_refused(test: &TestServer, hooks: &mut Hooks, total: usize, limit: usize) {
+async fn expect_refused<R: TestRuntime>(
+    test: &TestServer<R>,
+    hooks: &mut Hooks,
+    total: usize,
+    limit: usize,
+) {
     let raw = RawSocket::connect(test.addr, "/ws").await;
     let RawSocket {
         mut reader,
@@ -65,7 +70,7 @@ async fn expect_refused(test: &TestServer, hooks: &mut Hooks, total: usize, limi
     } = raw;
     let message = message_of(total);
     // The server stops reading mid-message: the rest of our write may fail.
-    let writing = tokio::spawn(async move {
+    let writing = R::spawn_task(async move {
         let _ = writer.send(OP_TEXT, &message).await;
         writer
     });
@@ -88,23 +93,20 @@ async fn expect_refused(test: &TestServer, hooks: &mut Hooks, total: usize, limi
     let _ = within("writer", writing).await;
 }
 
-#[tokio::test]
-async fn the_default_read_limit_accepts_exactly_one_mebibyte() {
-    let (test, mut hooks) = size_server(None).await;
+async fn the_default_read_limit_accepts_exactly_one_mebibyte<R: TestRuntime>() {
+    let (test, mut hooks) = size_server::<R>(None);
     expect_accepted(&test, &mut hooks, 1_048_576).await;
     test.stop().await;
 }
 
-#[tokio::test]
-async fn one_byte_over_the_default_read_limit_closes_with_1009() {
-    let (test, mut hooks) = size_server(None).await;
+async fn one_byte_over_the_default_read_limit_closes_with_1009<R: TestRuntime>() {
+    let (test, mut hooks) = size_server::<R>(None);
     expect_refused(&test, &mut hooks, 1_048_577, 1_048_576).await;
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_custom_read_limit_accepts_its_size_and_refuses_one_more() {
-    let (test, mut hooks) = size_server(Some(Some(100))).await;
+async fn a_custom_read_limit_accepts_its_size_and_refuses_one_more<R: TestRuntime>() {
+    let (test, mut hooks) = size_server::<R>(Some(Some(100)));
     expect_accepted(&test, &mut hooks, 100).await;
     expect_refused(&test, &mut hooks, 101, 100).await;
     // Other connections are not affected.
@@ -112,9 +114,8 @@ async fn a_custom_read_limit_accepts_its_size_and_refuses_one_more() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_fragmented_message_over_the_limit_closes_with_1009() {
-    let (test, mut hooks) = size_server(Some(Some(100))).await;
+async fn a_fragmented_message_over_the_limit_closes_with_1009<R: TestRuntime>() {
+    let (test, mut hooks) = size_server::<R>(Some(Some(100)));
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     let message = message_of(120);
     raw.writer
@@ -135,9 +136,8 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_fragmented_message_within_the_limit_is_one_event() {
-    let (test, _hooks) = size_server(Some(Some(100))).await;
+async fn a_fragmented_message_within_the_limit_is_one_event<R: TestRuntime>() {
+    let (test, _hooks) = size_server::<R>(Some(Some(100)));
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     let message = message_of(100);
     raw.writer
@@ -154,16 +154,14 @@ async fn a_fragmented_message_within_the_limit_is_one_event() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn no_read_limit_accepts_two_mebibytes() {
-    let (test, mut hooks) = size_server(Some(None)).await;
+async fn no_read_limit_accepts_two_mebibytes<R: TestRuntime>() {
+    let (test, mut hooks) = size_server::<R>(Some(None));
     expect_accepted(&test, &mut hooks, 2 << 20).await;
     test.stop().await;
 }
 
-#[tokio::test]
-async fn invalid_utf8_in_a_text_message_closes_with_1007() {
-    let (test, mut hooks) = size_server(None).await;
+async fn invalid_utf8_in_a_text_message_closes_with_1007<R: TestRuntime>() {
+    let (test, mut hooks) = size_server::<R>(None);
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     raw.send(OP_TEXT, b"size||1||\xff\xfe").await;
     let (before, close) = raw.reader.until_close().await;
@@ -178,9 +176,8 @@ async fn invalid_utf8_in_a_text_message_closes_with_1007() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn the_same_bytes_in_a_binary_message_are_accepted() {
-    let (test, _hooks) = size_server(None).await;
+async fn the_same_bytes_in_a_binary_message_are_accepted<R: TestRuntime>() {
+    let (test, _hooks) = size_server::<R>(None);
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     raw.send(OP_BINARY, b"size||1||\xff\xfe").await;
     assert_eq!(raw.frame().await.unwrap().text(), "__ack_size||1||2");
@@ -188,9 +185,8 @@ async fn the_same_bytes_in_a_binary_message_are_accepted() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn an_unmasked_client_frame_closes_with_1002() {
-    let (test, mut hooks) = size_server(None).await;
+async fn an_unmasked_client_frame_closes_with_1002<R: TestRuntime>() {
+    let (test, mut hooks) = size_server::<R>(None);
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     raw.writer
         .send_frame(true, OP_TEXT, b"size||1||x", false)
@@ -207,9 +203,8 @@ async fn an_unmasked_client_frame_closes_with_1002() {
     test.stop().await;
 }
 
-#[tokio::test]
-async fn a_reserved_opcode_closes_with_1002() {
-    let (test, mut hooks) = size_server(None).await;
+async fn a_reserved_opcode_closes_with_1002<R: TestRuntime>() {
+    let (test, mut hooks) = size_server::<R>(None);
     let mut raw = RawSocket::connect(test.addr, "/ws").await;
     raw.send(0x3, b"what is this").await;
     let (_, close) = raw.reader.until_close().await;
@@ -220,4 +215,17 @@ async fn a_reserved_opcode_closes_with_1002() {
         "{reason:?}"
     );
     test.stop().await;
+}
+
+behaviour_suite! {
+    the_default_read_limit_accepts_exactly_one_mebibyte,
+    one_byte_over_the_default_read_limit_closes_with_1009,
+    a_custom_read_limit_accepts_its_size_and_refuses_one_more,
+    a_fragmented_message_over_the_limit_closes_with_1009,
+    a_fragmented_message_within_the_limit_is_one_event,
+    no_read_limit_accepts_two_mebibytes,
+    invalid_utf8_in_a_text_message_closes_with_1007,
+    the_same_bytes_in_a_binary_message_are_accepted,
+    an_unmasked_client_frame_closes_with_1002,
+    a_reserved_opcode_closes_with_1002,
 }
