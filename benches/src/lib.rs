@@ -6,6 +6,11 @@
 //! This library holds what the benchmarks and the allocation test share: building
 //! messages in the shared `Bytes` representation, and driving a [`Session`] the way a
 //! driver does (feed, then drain every output).
+//!
+//! The end-to-end load tools (`src/bin`: `etp-bench-server`, `raw-echo-server`,
+//! `etp-bench`) share the [`load`] module.
+
+pub mod load;
 
 use std::time::Instant;
 

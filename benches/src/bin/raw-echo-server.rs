@@ -1,0 +1,182 @@
+//! The physical limit: a WebSocket server on tokio-tungstenite with no etp at all,
+//! loaded by `etp-bench --mode raw` with the same payload sizes as the etp runs.
+//!
+//! ```sh
+//! raw-echo-server [ADDR] [--threads N]
+//! ```
+//!
+//! `ADDR` defaults to `127.0.0.1:9005`. Every data message is echoed unchanged (the
+//! received `Message` is sent back, no copy), except those whose first byte is one of
+//! the tags of `etp_benches::load`: `!` increments a counter (no reply), `?` is
+//! answered with `?<counter>`, `+` joins the fanout room (the message is echoed as the
+//! answer), `^` is sent unchanged (one shared `Message`) to every member of the room.
+//!
+//! Each connection is one task that reads and writes in the same loop, as the etp
+//! driver does: it reads what is ready (up to 32 messages), hands every reply to the
+//! socket, and flushes once per batch. Fanout deliveries reach a member's task through
+//! an unbounded channel, as etp's broadcast does. The sockets use the small buffers etp
+//! uses, so that the two differ only by etp itself.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+
+use etp_benches::load::{Args, RAW_COUNT, RAW_GETCOUNT, RAW_JOIN, RAW_PUB, websocket_config};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Messages read per turn before writing.
+const READ_BATCH: usize = 32;
+/// Bytes waiting for the socket above which reading pauses (as in etp's driver).
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Turns per poll before yielding to other tasks.
+const TURNS_PER_POLL: usize = 16;
+
+#[derive(Default)]
+struct State {
+    counter: AtomicU64,
+    room: Mutex<Vec<mpsc::UnboundedSender<Message>>>,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse(std::env::args().skip(1), &[]);
+    if let Some(unknown) = args.names().find(|n| *n != "threads") {
+        eprintln!("unknown option --{unknown}");
+        std::process::exit(2);
+    }
+    let addr = args
+        .positional
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:9005".to_owned());
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.get("threads") {
+        runtime.worker_threads(threads.parse().map_err(std::io::Error::other)?);
+    }
+    runtime.enable_all().build()?.block_on(async {
+        let listener = TcpListener::bind(&addr).await?;
+        eprintln!("raw-echo-server listening on {}", listener.local_addr()?);
+        let state = Arc::new(State::default());
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve(stream, state.clone()));
+                }
+                Err(err) => {
+                    eprintln!("accept: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+}
+
+async fn serve(stream: TcpStream, state: Arc<State>) {
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_async_with_config(stream, Some(websocket_config())).await
+    else {
+        return;
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let mut out: VecDeque<Message> = VecDeque::new();
+    let mut out_bytes = 0usize;
+    let mut needs_flush = false;
+    poll_fn(|cx| {
+        for _ in 0..TURNS_PER_POLL {
+            let mut progress = false;
+            while let Poll::Ready(Some(message)) = rx.poll_recv(cx) {
+                out_bytes += message.len();
+                out.push_back(message);
+                progress = true;
+            }
+            for _ in 0..READ_BATCH {
+                if out_bytes >= WRITE_HIGH_WATER {
+                    break;
+                }
+                let message = match ws.poll_next_unpin(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
+                    Poll::Ready(Some(Ok(message))) => message,
+                };
+                progress = true;
+                match &message {
+                    Message::Text(_) | Message::Binary(_) => {}
+                    // tungstenite queued the pong or the close echo: flush it.
+                    _ => {
+                        needs_flush = true;
+                        continue;
+                    }
+                }
+                let reply = match first_byte(&message) {
+                    Some(RAW_COUNT) => {
+                        state.counter.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                    Some(RAW_GETCOUNT) => Some(Message::text(format!(
+                        "?{}",
+                        state.counter.load(Ordering::Relaxed)
+                    ))),
+                    Some(RAW_JOIN) => {
+                        lock(&state.room).push(tx.clone());
+                        Some(message)
+                    }
+                    Some(RAW_PUB) => {
+                        lock(&state.room).retain(|member| member.send(message.clone()).is_ok());
+                        None
+                    }
+                    _ => Some(message),
+                };
+                if let Some(reply) = reply {
+                    out_bytes += reply.len();
+                    out.push_back(reply);
+                }
+            }
+            while !out.is_empty() {
+                match ws.poll_ready_unpin(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let Some(message) = out.pop_front() else {
+                    break;
+                };
+                out_bytes -= message.len();
+                if ws.start_send_unpin(message).is_err() {
+                    return Poll::Ready(());
+                }
+                needs_flush = true;
+                progress = true;
+            }
+            if needs_flush {
+                match ws.poll_flush_unpin(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(())) => needs_flush = false,
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
+fn first_byte(message: &Message) -> Option<u8> {
+    match message {
+        Message::Text(text) => text.as_bytes().first().copied(),
+        Message::Binary(data) => data.first().copied(),
+        _ => None,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
