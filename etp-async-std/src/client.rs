@@ -90,9 +90,10 @@ impl ClientExt for Client {
         url: &str,
         headers: http::HeaderMap,
     ) -> Result<Conn, DialError> {
-        let read_limit = self.conn_config().session.read_limit;
-        let connect = move |url: String, headers: http::HeaderMap| async move {
-            connect(&url, &headers, read_limit).await
+        let config = self.conn_config().clone();
+        let connect = move |url: String, headers: http::HeaderMap| {
+            let config = config.clone();
+            async move { connect(&url, &headers, &config).await }
         };
         self.dial_with(url, headers, connect).await
     }
@@ -101,7 +102,7 @@ impl ClientExt for Client {
 async fn connect(
     url: &str,
     headers: &http::HeaderMap,
-    read_limit: Option<usize>,
+    config: &etp_driver::ConnConfig,
 ) -> Result<(WebSocketStream<Socket>, Request), DialError> {
     let mut request = url
         .into_client_request()
@@ -130,7 +131,7 @@ async fn connect(
         Socket::Plain(tcp)
     };
     let (parts, ()) = request.clone().into_parts();
-    let config = websocket_config(read_limit);
+    let config = websocket_config(config);
     let (ws, _response) =
         async_tungstenite::client_async_with_config(request, socket, Some(config))
             .await

@@ -36,7 +36,6 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     mut buf: Vec<u8>,
 ) -> Result<Head, HeadError> {
-    let mut chunk = [0u8; 8192];
     // Where to resume looking for the blank line, so each byte is scanned once.
     let mut scanned = 0;
     loop {
@@ -83,11 +82,16 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
                 "request head too large",
             ));
         }
-        let n = stream.read(&mut chunk).await.map_err(|_| HeadError::Gone)?;
-        if n == 0 {
-            return Err(HeadError::Gone);
+        // Read straight into the buffer: a stack array here would sit in every
+        // connection task's state for the connection's whole life.
+        let filled = buf.len();
+        buf.resize(filled + 8192, 0);
+        let read = stream.read(&mut buf[filled..]).await;
+        buf.truncate(filled + read.as_ref().map_or(0, |n| *n));
+        match read {
+            Ok(0) | Err(_) => return Err(HeadError::Gone),
+            Ok(_) => {}
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -157,7 +161,7 @@ pub(crate) async fn skip_body<S: AsyncRead + Unpin>(
     let from_buf = len.min(buf.len());
     buf.drain(..from_buf);
     let mut left = len - from_buf;
-    let mut chunk = [0u8; 8192];
+    let mut chunk = vec![0u8; left.min(8192)];
     while left > 0 {
         let n = stream.read(&mut chunk[..left.min(8192)]).await.ok()?;
         if n == 0 {

@@ -96,14 +96,16 @@ async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
                 if write_response(&mut stream, &response, false).await.is_err() {
                     return;
                 }
-                let config = websocket_config(server.conn_config().session.read_limit);
-                let ws = WebSocketStream::from_partially_read(
-                    stream,
-                    head.rest,
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
+                let config = websocket_config(server.conn_config());
+                // tungstenite keeps this buffer as its read buffer: give it the
+                // configured capacity, or an empty leftover would mean one frame per
+                // read system call.
+                let mut rest =
+                    Vec::with_capacity(server.conn_config().read_buffer_size.max(head.rest.len()));
+                rest.extend_from_slice(&head.rest);
+                let ws =
+                    WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config))
+                        .await;
                 server
                     .serve_connection(ws, Request::new(parts, Some(remote)))
                     .await;

@@ -32,6 +32,10 @@ pub struct ConnConfig {
     pub slow_consumer: SlowConsumerPolicy,
     /// How long to wait for the peer's answer to our close frame. Default: 5 s (Go).
     pub close_timeout: Duration,
+    /// The socket read buffer per connection, which is also the most read per system
+    /// call. Default: 4 KiB, which keeps an idle connection small; raise it (to 16
+    /// KiB, say) for connections that mostly carry large messages.
+    pub read_buffer_size: usize,
 }
 
 impl Default for ConnConfig {
@@ -42,6 +46,7 @@ impl Default for ConnConfig {
             outbound_limit: 4 << 20,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             close_timeout: Duration::from_secs(5),
+            read_buffer_size: 4 * 1024,
         }
     }
 }

@@ -84,7 +84,22 @@ pub struct Request {
 
 impl Request {
     /// A request from its parts and the peer's address.
-    pub fn new(parts: http::request::Parts, remote_addr: Option<SocketAddr>) -> Self {
+    ///
+    /// The URI and header values are copied: a server's parser hands out slices of its
+    /// read buffer, and holding one would keep that whole buffer (8 KiB in hyper)
+    /// alive for the connection's life.
+    pub fn new(mut parts: http::request::Parts, remote_addr: Option<SocketAddr>) -> Self {
+        parts.headers = parts
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let value = http::HeaderValue::from_bytes(value.as_bytes()).ok()?;
+                Some((name.clone(), value))
+            })
+            .collect();
+        if let Ok(uri) = http::Uri::try_from(parts.uri.to_string()) {
+            parts.uri = uri;
+        }
         Self { parts, remote_addr }
     }
 

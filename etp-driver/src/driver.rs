@@ -135,6 +135,8 @@ pub(crate) struct Driver<S, R: Runtime> {
     writes: VecDeque<Message>,
     write_bytes: usize,
     needs_flush: bool,
+    /// The socket answered Pending during this poll (its waker is registered).
+    socket_drained: bool,
     timer: Option<(Instant, Pin<Box<R::Sleep>>)>,
     pings: VecDeque<oneshot::Sender<()>>,
     phase: Phase,
@@ -169,6 +171,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             writes: VecDeque::new(),
             write_bytes: 0,
             needs_flush: false,
+            socket_drained: false,
             timer: None,
             pings: VecDeque::new(),
             phase: Phase::Open,
@@ -209,6 +212,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     }
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
+        self.socket_drained = false;
         for _ in 0..TURNS_PER_POLL {
             let mut progress = self.poll_control(cx);
             progress |= self.poll_commands(cx);
@@ -354,19 +358,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         let mut progress = false;
         while let Poll::Ready(Some(done)) = self.handlers.poll_next_unpin(cx) {
             progress = true;
-            let data = match done.outcome {
-                Ok(data) => data,
-                Err(message) => {
-                    let event = String::from_utf8_lossy(&done.name).into_owned();
-                    self.registry
-                        .report(Some(&self.conn), Error::HandlerPanicked { event, message });
-                    Bytes::new()
-                }
-            };
-            if let Some(reply) = done.reply {
-                self.apply_queued();
-                let _ = self.session.ack(reply, &data);
-            }
+            self.finish_handler(done);
         }
         while self.handlers.len() < self.max_handlers {
             let Some(event) = self.pop_backlog() else {
@@ -383,16 +375,40 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         progress
     }
 
+    /// Answers a finished handler's request (after what it queued before returning).
+    fn finish_handler(&mut self, done: HandlerDone) {
+        let data = match done.outcome {
+            Ok(data) => data,
+            Err(message) => {
+                let event = String::from_utf8_lossy(&done.name).into_owned();
+                self.registry
+                    .report(Some(&self.conn), Error::HandlerPanicked { event, message });
+                Bytes::new()
+            }
+        };
+        if let Some(reply) = done.reply {
+            self.apply_queued();
+            let _ = self.session.ack(reply, &data);
+        }
+    }
+
     /// Reads messages while handlers and the socket keep up: whether any was read, or
     /// why the socket is done.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> ControlFlow<DisconnectReason, bool> {
         let mut read = false;
+        // One clock reading per batch: messages read together arrived together.
+        let mut batch_now = None;
         for _ in 0..READ_BATCH {
-            if self.reading_paused() {
+            // Once the socket said Pending its waker is registered: asking again in
+            // the same poll costs a failed read (a syscall on some runtimes).
+            if self.reading_paused() || self.socket_drained {
                 break;
             }
             let message = match self.ws.poll_next_unpin(cx) {
-                Poll::Pending => break,
+                Poll::Pending => {
+                    self.socket_drained = true;
+                    break;
+                }
                 Poll::Ready(None) => {
                     return ControlFlow::Break(self.ended(DisconnectReason::ConnectionLost));
                 }
@@ -400,7 +416,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 Poll::Ready(Some(Ok(message))) => message,
             };
             read = true;
-            let now = self.runtime.now();
+            let now = *batch_now.get_or_insert_with(|| self.runtime.now());
             match message {
                 Message::Text(text) => self.handle(Bytes::from(text), now),
                 Message::Binary(data) => self.handle(data, now),
@@ -525,11 +541,21 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         let call =
             AssertUnwindSafe(|| handler.call(self.conn.clone(), Event::new(name.clone(), data)));
         match std::panic::catch_unwind(call) {
-            Ok(future) => self.handlers.push(HandlerTask {
-                future,
-                reply,
-                name,
-            }),
+            Ok(future) => {
+                let mut task = HandlerTask {
+                    future,
+                    reply,
+                    name,
+                };
+                // Most handlers finish without waiting: run them at once and skip the
+                // task set. One that waits is polled again by the set, with a real
+                // waker, so the no-op waker it saw here is replaced.
+                let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+                match Pin::new(&mut task).poll(&mut cx) {
+                    Poll::Ready(done) => self.finish_handler(done),
+                    Poll::Pending => self.handlers.push(task),
+                }
+            }
             Err(panic) => {
                 let event = String::from_utf8_lossy(&name).into_owned();
                 let message = panic_message(&*panic);

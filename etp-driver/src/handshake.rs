@@ -348,9 +348,10 @@ pub fn websocket_url(url: &str) -> Result<String, String> {
 /// The tungstenite settings for one connection, the same on every runtime: the read
 /// limit enforced while a message is assembled (frames too), and small buffers
 /// (tungstenite's defaults take 128 KiB per connection for reading alone).
-pub fn websocket_config(read_limit: Option<usize>) -> tungstenite::protocol::WebSocketConfig {
+pub fn websocket_config(config: &crate::ConnConfig) -> tungstenite::protocol::WebSocketConfig {
+    let read_limit = config.session.read_limit;
     tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(config.read_buffer_size)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 << 20)
         .max_message_size(read_limit)

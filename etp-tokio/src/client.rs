@@ -32,9 +32,10 @@ impl ClientExt for Client {
         url: &str,
         headers: http::HeaderMap,
     ) -> Result<Conn, DialError> {
-        let read_limit = self.conn_config().session.read_limit;
-        let connect = move |url: String, headers: http::HeaderMap| async move {
-            connect(&url, &headers, read_limit).await
+        let config = self.conn_config().clone();
+        let connect = move |url: String, headers: http::HeaderMap| {
+            let config = config.clone();
+            async move { connect(&url, &headers, &config).await }
         };
         self.dial_with(url, headers, connect).await
     }
@@ -46,7 +47,7 @@ type Stream =
 async fn connect(
     url: &str,
     headers: &http::HeaderMap,
-    read_limit: Option<usize>,
+    config: &etp_driver::ConnConfig,
 ) -> Result<(Stream, Request), DialError> {
     let mut request = url
         .into_client_request()
@@ -55,7 +56,7 @@ async fn connect(
         request.headers_mut().append(name, value.clone());
     }
     let (parts, ()) = request.clone().into_parts();
-    let config = websocket_config(read_limit);
+    let config = websocket_config(config);
     #[cfg(feature = "rustls")]
     install_crypto_provider();
     let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)

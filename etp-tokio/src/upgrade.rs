@@ -68,7 +68,7 @@ where
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let config = websocket_config(server.conn_config().session.read_limit);
+                let config = websocket_config(server.conn_config());
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
