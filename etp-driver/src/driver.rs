@@ -532,14 +532,16 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         let etp_proto::Event {
             name, data, reply, ..
         } = event;
-        let Some(handler) = self.registry.handler(&name).cloned() else {
+        // Borrowing the registry and the connection side by side avoids cloning the
+        // handler's `Arc` per event.
+        let (registry, conn) = (&self.registry, &self.conn);
+        let Some(handler) = registry.handler(&name) else {
             if let Some(reply) = reply {
                 let _ = self.session.ack(reply, b"");
             }
             return;
         };
-        let call =
-            AssertUnwindSafe(|| handler.call(self.conn.clone(), Event::new(name.clone(), data)));
+        let call = AssertUnwindSafe(|| handler.call(conn.clone(), Event::new(name.clone(), data)));
         match std::panic::catch_unwind(call) {
             Ok(future) => {
                 let mut task = HandlerTask {

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -151,10 +152,35 @@ pub(crate) type ConnectHook = Arc<dyn Fn(Conn) -> BoxFuture<()> + Send + Sync>;
 pub(crate) type DisconnectHook = Arc<dyn Fn(Conn, DisconnectReason) -> BoxFuture<()> + Send + Sync>;
 pub(crate) type ErrorHook = Arc<dyn Fn(Option<Conn>, Error) + Send + Sync>;
 
+/// FNV-1a over event names: they are short and looked up once per event. The table
+/// only holds names the application registered; a peer's names are only looked up, so
+/// it cannot make collisions pile up, and the DoS-resistant default hasher would buy
+/// nothing here for a few percent of a small event's time.
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
 /// Handlers, hooks and settings shared by every connection of a server or client.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
-    pub(crate) handlers: HashMap<Box<[u8]>, Arc<dyn Handler>>,
+    pub(crate) handlers: HashMap<Box<[u8]>, Arc<dyn Handler>, BuildHasherDefault<NameHasher>>,
     pub(crate) unknown: Option<Arc<dyn Handler>>,
     pub(crate) on_connect: Option<ConnectHook>,
     pub(crate) on_disconnect: Option<DisconnectHook>,
