@@ -5,9 +5,9 @@
 //! The `etp` facade. The runtime is a Cargo feature, and the API has the same names on
 //! both, so switching is a one-line change:
 //!
-//! * `tokio` (default): everything from `etp-tokio` at the root and under [`tokio`].
+//! * `tokio` (default): everything from `etp-tokio` at the root and under `etp::tokio`.
 //! * `async-std` (`default-features = false, features = ["async-std"]`): everything
-//!   from `etp-async-std` at the root and under [`async_std`]. It also runs on smol.
+//!   from `etp-async-std` at the root and under `etp::async_std`. It also runs on smol.
 //!
 //! Both features may be on at once (another crate in the graph may turn one on): each
 //! runtime stays reachable under its own module, and the root follows tokio.
