@@ -2,11 +2,9 @@
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-
-use futures_channel::oneshot;
 
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
@@ -18,7 +16,7 @@ use crate::handler::{BuildError, Registry, hook_builder_methods};
 use crate::handshake::{HandshakeError, OriginPolicy};
 use crate::hub::{Hub, Rooms};
 use crate::runtime::Runtime;
-use crate::tracker::Tracker;
+use crate::tracker::{Tracker, Waiters};
 
 /// Configures a [`Server`]: handlers, hooks, limits, origin policy.
 pub struct ServerBuilder<R> {
@@ -68,7 +66,7 @@ impl<R: Runtime> ServerBuilder<R> {
                 origins: self.origins,
                 tracker: Arc::new(Tracker::default()),
                 shutting_down: AtomicBool::new(false),
-                shutdown_waiters: Mutex::new(Vec::new()),
+                shutdown_waiters: Waiters::default(),
             }),
         })
     }
@@ -82,7 +80,7 @@ struct Shared<R> {
     tracker: Arc<Tracker>,
     shutting_down: AtomicBool,
     /// Accept loops waiting for shutdown to begin.
-    shutdown_waiters: Mutex<Vec<oneshot::Sender<()>>>,
+    shutdown_waiters: Waiters,
 }
 
 /// An etp server: handlers and hooks, the rooms, and the running connections.
@@ -214,20 +212,8 @@ impl<R: Runtime> Server<R> {
 
     /// Resolves once [`shutdown`](Self::shutdown) has begun: accept loops select on it.
     pub async fn shutdown_started(&self) {
-        let receiver = {
-            let mut waiters = self
-                .shared
-                .shutdown_waiters
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if self.is_shutting_down() {
-                return;
-            }
-            let (sender, receiver) = oneshot::channel();
-            waiters.push(sender);
-            receiver
-        };
-        let _ = receiver.await;
+        let waiters = &self.shared.shutdown_waiters;
+        waiters.wait_until(|| self.is_shutting_down()).await;
     }
 
     /// How many connections are running.
@@ -240,16 +226,10 @@ impl<R: Runtime> Server<R> {
     /// still open then are dropped. Returns how many had to be dropped.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
         let shared = &self.shared;
-        {
-            let mut waiters = shared
-                .shutdown_waiters
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+        shared.shutdown_waiters.change(|| {
             shared.shutting_down.store(true, Ordering::Release);
-            for waiter in waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-        }
+            true
+        });
         for conn in self.rooms().all() {
             conn.control(Control::Close { drain: true });
         }

@@ -1,15 +1,47 @@
-//! Counting running connections and waiting until none is left.
+//! Waiting for a condition on shared state, and counting running connections.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_channel::oneshot;
 
+/// Tasks waiting for a condition to hold. The condition is checked, and changed, under
+/// the same lock, so a waiter can neither miss the change nor register after it.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters(Mutex<Vec<oneshot::Sender<()>>>);
+
+impl Waiters {
+    /// Resolves once `holds()` is true (at once if it already is).
+    pub(crate) async fn wait_until(&self, holds: impl Fn() -> bool) {
+        let receiver = {
+            let mut waiters = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if holds() {
+                return;
+            }
+            let (sender, receiver) = oneshot::channel();
+            waiters.push(sender);
+            receiver
+        };
+        let _ = receiver.await;
+    }
+
+    /// Runs `change` under the lock and wakes every waiter if it says the condition now
+    /// holds.
+    pub(crate) fn change(&self, change: impl FnOnce() -> bool) {
+        let mut waiters = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if change() {
+            for waiter in waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
 /// How many connection tasks run, and who waits for the count to reach zero.
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     active: AtomicUsize,
-    waiters: Mutex<Vec<oneshot::Sender<()>>>,
+    idle: Waiters,
 }
 
 /// One running connection; dropping it counts the connection out.
@@ -27,31 +59,15 @@ impl Tracker {
 
     /// Resolves once no connection runs.
     pub(crate) async fn idle(&self) {
-        let receiver = {
-            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-            if self.active() == 0 {
-                return;
-            }
-            let (sender, receiver) = oneshot::channel();
-            waiters.push(sender);
-            receiver
-        };
-        let _ = receiver.await;
+        self.idle.wait_until(|| self.active() == 0).await;
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        // The lock orders this decrement against `idle`'s check-then-register.
-        let mut waiters = self
-            .0
-            .waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            for waiter in waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-        }
+        let tracker = &self.0;
+        tracker
+            .idle
+            .change(|| tracker.active.fetch_sub(1, Ordering::AcqRel) == 1);
     }
 }
