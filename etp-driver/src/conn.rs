@@ -263,7 +263,8 @@ impl Conn {
 
     /// Queues an already encoded frame (a broadcast); never waits.
     pub(crate) fn send_encoded(&self, frame: Bytes) -> Result<(), EmitError> {
-        let cost = frame.len();
+        // Never 0: `has_queued` relies on every queued command counting.
+        let cost = frame.len().max(1);
         self.send(Command::Encoded { frame, cost })
     }
 
@@ -342,6 +343,12 @@ impl Conn {
             inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
             EmitError::Closed
         })
+    }
+
+    /// True while commands wait for the driver: each holds its cost (never 0) in the
+    /// count until the driver takes it. Cheaper than asking the channel.
+    pub(crate) fn has_queued(&self) -> bool {
+        self.inner.queued.load(atomic::Ordering::Acquire) != 0
     }
 
     /// The driver took a command off the queue.

@@ -276,7 +276,10 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         while let Ok(control) = self.control.try_recv() {
             self.apply_control(control);
         }
-        self.apply_queued_commands();
+        // Most handlers queue nothing; the count says so without touching the channel.
+        if self.conn.has_queued() {
+            self.apply_queued_commands();
+        }
     }
 
     /// Takes every queued frame into the session (so a close that follows them keeps
@@ -535,35 +538,54 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         // Borrowing the registry and the connection side by side avoids cloning the
         // handler's `Arc` per event.
         let (registry, conn) = (&self.registry, &self.conn);
-        let Some(handler) = registry.handler(&name) else {
+        // The name moves into the handler's event. A panic report takes it from the
+        // registered name (a borrow), so only the fallback handler costs a clone.
+        let Some((handler, registered)) = registry.handler(&name) else {
             if let Some(reply) = reply {
                 let _ = self.session.ack(reply, b"");
             }
             return;
         };
-        let call = AssertUnwindSafe(|| handler.call(conn.clone(), Event::new(name.clone(), data)));
-        match std::panic::catch_unwind(call) {
-            Ok(future) => {
-                let mut task = HandlerTask {
+        let unknown_name = registered.is_none().then(|| name.clone());
+        // Most handlers finish without waiting: call and poll once, here, inside one
+        // `catch_unwind`, and answer at once without a task. One that waits goes to the
+        // task set, which polls it again with a real waker (replacing the no-op waker
+        // it saw here).
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut future = handler.call(conn.clone(), Event::new(name, data));
+            match future.as_mut().poll(&mut cx) {
+                Poll::Ready(data) => Ok(data),
+                Poll::Pending => Err(future),
+            }
+        }));
+        let event_name = || match (registered, &unknown_name) {
+            (Some(registered), _) => Bytes::copy_from_slice(registered),
+            (None, name) => name.clone().unwrap_or_default(),
+        };
+        match started {
+            Ok(Ok(data)) => {
+                if let Some(reply) = reply {
+                    // After what the handler queued before returning.
+                    self.apply_queued();
+                    let _ = self.session.ack(reply, &data);
+                }
+            }
+            Ok(Err(future)) => {
+                let name = event_name();
+                self.handlers.push(HandlerTask {
                     future,
                     reply,
                     name,
-                };
-                // Most handlers finish without waiting: run them at once and skip the
-                // task set. One that waits is polled again by the set, with a real
-                // waker, so the no-op waker it saw here is replaced.
-                let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-                match Pin::new(&mut task).poll(&mut cx) {
-                    Poll::Ready(done) => self.finish_handler(done),
-                    Poll::Pending => self.handlers.push(task),
-                }
+                });
             }
             Err(panic) => {
-                let event = String::from_utf8_lossy(&name).into_owned();
+                let event = String::from_utf8_lossy(&event_name()).into_owned();
                 let message = panic_message(&*panic);
                 self.registry
                     .report(Some(&self.conn), Error::HandlerPanicked { event, message });
                 if let Some(reply) = reply {
+                    self.apply_queued();
                     let _ = self.session.ack(reply, b"");
                 }
             }
