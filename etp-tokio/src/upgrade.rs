@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use etp_driver::Request;
 use etp_driver::handshake::websocket_config;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -69,15 +70,43 @@ where
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = websocket_config(server.conn_config());
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                server
-                    .serve_connection(ws, Request::new(parts, remote_addr))
-                    .await;
+                let request = Request::new(parts, remote_addr);
+                // `Upgraded` is a boxed socket that checks for rewound bytes on every
+                // read: three layers of calls per read and write. When it holds the
+                // plain TCP socket (this crate's server, axum's `serve`), the
+                // connection talks to the socket directly.
+                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
+                        let io = io.into_inner();
+                        let ws = if read_buf.is_empty() {
+                            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+                        } else {
+                            // Bytes the client sent after its request head. tungstenite
+                            // grows its read buffer from this `Vec`: give it the
+                            // configured capacity, or it reads one frame per call.
+                            let mut part =
+                                Vec::with_capacity(read_buf.len().max(config.read_buffer_size));
+                            part.extend_from_slice(&read_buf);
+                            WebSocketStream::from_partially_read(
+                                io,
+                                part,
+                                Role::Server,
+                                Some(config),
+                            )
+                            .await
+                        };
+                        server.serve_connection(ws, request).await;
+                    }
+                    Err(upgraded) => {
+                        let ws = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            Some(config),
+                        )
+                        .await;
+                        server.serve_connection(ws, request).await;
+                    }
+                }
             }
             Err(err) => server.report_error(etp_driver::Error::Io(std::io::Error::other(err))),
         }
