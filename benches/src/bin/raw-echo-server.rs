@@ -2,8 +2,12 @@
 //! loaded by `etp-bench --mode raw` with the same payload sizes as the etp runs.
 //!
 //! ```sh
-//! raw-echo-server [ADDR] [--threads N]
+//! raw-echo-server [ADDR] [--threads N] [--runtime tokio|async-std]
 //! ```
+//!
+//! `--runtime async-std` serves the same loop with async-tungstenite on async-std (the
+//! raw limit of that runtime, for reading the etp-async-std figures); `--threads` is
+//! tokio's, async-std reads `ASYNC_STD_THREAD_COUNT` from the environment.
 //!
 //! `ADDR` defaults to `127.0.0.1:9005`. Every data message is echoed unchanged (the
 //! received `Message` is sent back, no copy), except those whose first byte is one of
@@ -24,8 +28,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
 use etp_benches::load::{Args, RAW_COUNT, RAW_GETCOUNT, RAW_JOIN, RAW_PUB, websocket_config};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::net::TcpListener;
+// tokio's channel needs no tokio runtime: both runtimes use the same one.
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -44,7 +49,7 @@ struct State {
 
 fn main() -> std::io::Result<()> {
     let args = Args::parse(std::env::args().skip(1), &[]);
-    if let Some(unknown) = args.names().find(|n| *n != "threads") {
+    if let Some(unknown) = args.names().find(|n| !["threads", "runtime"].contains(n)) {
         eprintln!("unknown option --{unknown}");
         std::process::exit(2);
     }
@@ -53,35 +58,81 @@ fn main() -> std::io::Result<()> {
         .first()
         .cloned()
         .unwrap_or_else(|| "127.0.0.1:9005".to_owned());
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = args.get("threads") {
-        runtime.worker_threads(threads.parse().map_err(std::io::Error::other)?);
-    }
-    runtime.enable_all().build()?.block_on(async {
-        let listener = TcpListener::bind(&addr).await?;
-        eprintln!("raw-echo-server listening on {}", listener.local_addr()?);
-        let state = Arc::new(State::default());
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve(stream, state.clone()));
+    let state = Arc::new(State::default());
+    match args.get("runtime").unwrap_or("tokio") {
+        "tokio" => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = args.get("threads") {
+                runtime.worker_threads(threads.parse().map_err(std::io::Error::other)?);
+            }
+            runtime.enable_all().build()?.block_on(async {
+                let listener = TcpListener::bind(&addr).await?;
+                eprintln!(
+                    "raw-echo-server (tokio) listening on {}",
+                    listener.local_addr()?
+                );
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            let state = state.clone();
+                            tokio::spawn(async move {
+                                let config = Some(websocket_config());
+                                if let Ok(ws) =
+                                    tokio_tungstenite::accept_async_with_config(stream, config)
+                                        .await
+                                {
+                                    serve(ws, state).await;
+                                }
+                            });
+                        }
+                        Err(err) => {
+                            eprintln!("accept: {err}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
                 }
-                Err(err) => {
-                    eprintln!("accept: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            })
+        }
+        "async-std" => async_std::task::block_on(async {
+            let listener = async_std::net::TcpListener::bind(&addr).await?;
+            eprintln!(
+                "raw-echo-server (async-std) listening on {}",
+                listener.local_addr()?
+            );
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let state = state.clone();
+                        async_std::task::spawn(async move {
+                            let config = Some(websocket_config());
+                            if let Ok(ws) =
+                                async_tungstenite::accept_async_with_config(stream, config).await
+                            {
+                                serve(ws, state).await;
+                            }
+                        });
+                    }
+                    Err(err) => {
+                        eprintln!("accept: {err}");
+                        async_std::task::sleep(std::time::Duration::from_millis(50)).await;
+                    }
                 }
             }
+        }),
+        other => {
+            eprintln!("unknown runtime {other:?}: tokio or async-std");
+            std::process::exit(2);
         }
-    })
+    }
 }
 
-async fn serve(stream: TcpStream, state: Arc<State>) {
-    let Ok(mut ws) =
-        tokio_tungstenite::accept_async_with_config(stream, Some(websocket_config())).await
-    else {
-        return;
-    };
+/// One connection's loop, on either runtime's WebSocket.
+async fn serve<S, E>(mut ws: S, state: Arc<State>)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message, Error = E> + Unpin,
+{
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let mut out: VecDeque<Message> = VecDeque::new();
     let mut out_bytes = 0usize;

@@ -1,7 +1,8 @@
 //! `etp-bench report FILE...`: the JSON lines of a matrix run as markdown tables.
 //!
 //! Runs are grouped by cell (workload, client, connections, payload, k, window) and by
-//! label (the server: `raw`, `etp-tokio`, ...). Each figure is the median of its
+//! label (the server: `raw`, `etp-tokio`, ...; the first label of a raw run is the
+//! reference, any other raw label, such as `raw-async-std`, is a column). Each figure is the median of its
 //! repetitions. Each ratio is the median over repetitions of etp's figure divided by
 //! raw's figure of the same repetition (the runs are interleaved, so a repetition's
 //! two runs are seconds apart), which cancels most of the machine's drift.
@@ -119,7 +120,10 @@ pub(crate) fn run(files: &[String]) -> Result<String, String> {
                 label.clone_from(&mode);
             }
             if !labels.iter().any(|(l, _)| *l == label) {
-                labels.push((label.clone(), mode == "raw"));
+                // The first raw label is the reference; later raw labels (raw servers
+                // on other runtimes) are columns like the etp servers.
+                let reference = mode == "raw" && !labels.iter().any(|(_, raw)| *raw);
+                labels.push((label.clone(), reference));
             }
             let cell = Cell {
                 workload_order: workload_order(&workload),
