@@ -37,7 +37,7 @@ LIB=$OUT/lib-client.jsonl
 : >"$LIB"
 
 cargo build --release -p etp-benches --bins
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 PIDS=()
 cleanup() {
