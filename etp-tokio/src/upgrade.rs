@@ -77,23 +77,33 @@ where
                 // connection talks to the socket directly.
                 match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
-                        let io = io.into_inner();
-                        let ws = if read_buf.is_empty() {
-                            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
-                        } else {
-                            // Bytes the client sent after its request head. tungstenite
-                            // grows its read buffer from this `Vec`: give it the
-                            // configured capacity, or it reads one frame per call.
+                        // Bytes the client sent after its request head. tungstenite
+                        // grows its read buffer from this `Vec`: give it the configured
+                        // capacity, or it reads one frame per call.
+                        let part = (!read_buf.is_empty()).then(|| {
                             let mut part =
                                 Vec::with_capacity(read_buf.len().max(config.read_buffer_size));
                             part.extend_from_slice(&read_buf);
-                            WebSocketStream::from_partially_read(
-                                io,
-                                part,
-                                Role::Server,
-                                Some(config),
-                            )
-                            .await
+                            part
+                        });
+                        // Even empty, `read_buf` is a view of hyper's 8 KiB read buffer
+                        // and would keep all of it for the life of the connection.
+                        drop(read_buf);
+                        let io = io.into_inner();
+                        let ws = match part {
+                            None => {
+                                WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
+                                    .await
+                            }
+                            Some(part) => {
+                                WebSocketStream::from_partially_read(
+                                    io,
+                                    part,
+                                    Role::Server,
+                                    Some(config),
+                                )
+                                .await
+                            }
                         };
                         server.serve_connection(ws, request).await;
                     }
