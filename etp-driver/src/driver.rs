@@ -142,6 +142,8 @@ pub(crate) struct Driver<S, R: Runtime> {
     phase: Phase,
     /// Why the connection is ending, once known; reported when the socket is done.
     reason: Option<DisconnectReason>,
+    /// The peer's close frame was read.
+    peer_closed: bool,
 }
 
 impl<S: WebSocket, R: Runtime> Driver<S, R> {
@@ -176,6 +178,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             pings: VecDeque::new(),
             phase: Phase::Open,
             reason: None,
+            peer_closed: false,
         }
     }
 
@@ -440,6 +443,11 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     self.reason
                         .get_or_insert(DisconnectReason::Closed { code, reason });
                     self.session.handle_transport_closed(now);
+                    // The peer is done: the conn is closing, and reading must not
+                    // pause for the handlers any more, or the stream's end (next) is
+                    // never seen and the connection outlives its peer.
+                    self.conn.mark_closed();
+                    self.peer_closed = true;
                     // tungstenite queued the echo; it leaves with the next flush.
                     self.needs_flush = true;
                 }
@@ -455,6 +463,9 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     /// True while the driver itself holds reading back: handlers or the socket are
     /// behind.
     fn reading_paused(&self) -> bool {
+        if self.peer_closed {
+            return false;
+        }
         if self.write_bytes >= WRITE_HIGH_WATER {
             return true;
         }

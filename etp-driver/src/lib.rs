@@ -28,6 +28,9 @@ mod runtime;
 mod server;
 mod tracker;
 
+#[doc(hidden)]
+pub mod __fuzz;
+
 pub use client::{Backoff, Client, ClientBuilder, DialError, Ended};
 pub use config::{ConnConfig, SlowConsumerPolicy};
 pub use conn::{Conn, Request};
