@@ -42,7 +42,7 @@ pub use handshake::{HandshakeError, OriginPolicy};
 pub use hub::{BroadcastReport, Rooms};
 pub use id::{ConnId, ParseConnIdError};
 pub use runtime::Runtime;
-pub use server::{Server, ServerBuilder};
+pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, Server, ServerBuilder};
 
 pub use bytes::Bytes;
 pub use etp_proto as proto;
