@@ -516,9 +516,12 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     } else if self.phase == Phase::Open {
                         self.backlog_bytes += backlog_cost(&event);
                         self.backlog.push_back(event);
-                    } else if let Some(reply) = event.reply {
-                        // Shutting down: no new work, but every request is answered.
-                        let _ = self.session.ack(reply, b"");
+                    } else {
+                        // Shutting down: no new work. A request read now is left
+                        // unanswered: an (empty) reply would tell the peer it was
+                        // handled. It fails on the peer's side with the
+                        // connection-closed error when our close arrives.
+                        drop(event);
                     }
                 }
                 Output::AckResolved { ctx, data } => {

@@ -247,6 +247,10 @@ impl<R: Runtime> Server<R> {
     /// Shuts down: refuses new connections, lets every connection finish its running
     /// handlers and close with 1000 (all at once), and waits up to `timeout`. Connections
     /// still open then are dropped. Returns how many had to be dropped.
+    ///
+    /// Events read after shutdown began are not handled, and their requests are not
+    /// answered: they fail on the peer's side with the connection-closed error when the
+    /// close arrives. An acknowledgement always means that the event was handled.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
         let shared = &self.shared;
         shared.shutdown_waiters.change(|| {
