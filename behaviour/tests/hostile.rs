@@ -250,7 +250,52 @@ async fn a_half_open_connection_is_reaped_by_keepalive_and_the_close_timeout<R: 
     test.stop().await;
 }
 
+/// `count` extra header lines.
+fn extra_headers(count: usize) -> String {
+    (0..count)
+        .map(|i| format!("X-Extra-{i}: {i}\r\n"))
+        .collect()
+}
+
+/// The request head takes at most 100 header lines (hyper's bound, kept by the
+/// async-std adapter): 100 are upgraded, 101 get 431 and no connection.
+async fn a_request_head_of_100_headers_is_upgraded_and_101_get_431<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
+    // The upgrade request has 5 header lines of its own.
+    let at = upgrade_request("GET", test.addr, "/ws", &extra_headers(95));
+    assert_eq!(at.matches("\r\n").count() - 2, 100);
+    let (response, socket) = http_exchange_keeping(test.addr, &at).await;
+    assert_eq!(response.status, 101, "{response:?}");
+    hooks.connects.next().await;
+    drop(socket);
+    hooks.disconnects.next().await;
+    let over = upgrade_request("GET", test.addr, "/ws", &extra_headers(96));
+    let response = http_exchange(test.addr, &over).await;
+    assert_eq!(response.status, 431, "{response:?}");
+    assert!(hooks.connects.try_next().is_none());
+    bystander_is_served(&test, &mut hooks).await;
+    test.stop().await;
+}
+
+/// A request head far over the size bound (about 400 KiB) gets 431 instead of being
+/// buffered.
+async fn a_half_mebibyte_request_head_gets_431<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder());
+    let cookie = format!("Cookie: c={}\r\n", "x".repeat(512 * 1024));
+    let request = upgrade_request("GET", test.addr, "/ws", &cookie);
+    let mut socket = RawSocket::connect_raw(test.addr).await;
+    // The server may answer and close before it has read everything.
+    let _ = socket.writer.write_raw(request.as_bytes()).await;
+    let head = socket.reader.head().await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head:?}");
+    assert!(hooks.connects.try_next().is_none());
+    bystander_is_served(&test, &mut hooks).await;
+    test.stop().await;
+}
+
 behaviour_suite! {
+    a_request_head_of_100_headers_is_upgraded_and_101_get_431,
+    a_half_mebibyte_request_head_gets_431,
     a_huge_name_at_the_read_limit_is_answered_and_one_byte_more_closes_with_1009,
     a_ping_of_126_bytes_closes_with_1002,
     a_fragmented_ping_closes_with_1002,

@@ -2,8 +2,8 @@
 //! API: anything here may change without notice.
 //!
 //! [`driver`] reads arbitrary bytes as a small program: a server connection is run
-//! over an in-memory WebSocket ([`ws`]) on a single-threaded executor with a manual
-//! clock ([`exec`]), and the program sends it WebSocket messages (well-formed etp
+//! over an in-memory WebSocket (`ws`) on a single-threaded executor with a manual
+//! clock (`exec`), and the program sends it WebSocket messages (well-formed etp
 //! frames, raw bytes, replies, pings, closes, errors), makes the server emit and
 //! request acknowledgements, moves the clock, stops and resumes the peer's reading,
 //! closes and shuts down. After every step, and after a final teardown, it checks:
