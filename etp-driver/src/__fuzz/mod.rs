@@ -322,6 +322,16 @@ impl World {
             // Raw bytes as a text (maybe invalid UTF-8 as binary) message.
             2 => {
                 let bytes = input.bytes(80);
+                // Raw bytes may spell a reply (`__ack_||5`): note it like one.
+                if let Ok(frame) = etp_proto::Frame::parse(Bytes::from(bytes.clone())) {
+                    if frame.name().starts_with(b"__ack_") {
+                        let data = frame.data().cloned().unwrap_or_default();
+                        self.replies_sent
+                            .entry(frame.ack_id())
+                            .or_default()
+                            .push(data);
+                    }
+                }
                 self.peer.send(binary_or_text(bytes));
             }
             // A reply to a request of the server (or to an id it never used).
