@@ -535,6 +535,54 @@ impl RawWriter {
             .await
     }
 
+    /// Writes `frame` over and over, without blocking, until the socket takes no more
+    /// for `quiet` (the server stopped reading and every buffer in between is full) or
+    /// `max_bytes` went out. Returns how many frames were written whole and the unsent
+    /// rest of the one cut short (empty if none was); write the rest to complete it.
+    pub async fn flood(
+        &mut self,
+        frame: &[u8],
+        max_bytes: usize,
+        quiet: Duration,
+    ) -> (usize, Vec<u8>) {
+        let stream = self.stream.clone();
+        let frame = frame.to_vec();
+        blocking("a flood of frames", move || {
+            stream.set_nonblocking(true).expect("non-blocking");
+            let (mut whole, mut written, mut at) = (0usize, 0usize, 0usize);
+            let mut stalled_since: Option<Instant> = None;
+            while written < max_bytes {
+                match (&*stream).write(&frame[at..]) {
+                    Ok(n) => {
+                        stalled_since = None;
+                        written += n;
+                        at += n;
+                        if at == frame.len() {
+                            whole += 1;
+                            at = 0;
+                        }
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                        let since = *stalled_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= quiet {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(err) => panic!("flood write failed: {err}"),
+                }
+            }
+            stream.set_nonblocking(false).expect("blocking again");
+            let rest = if at == 0 {
+                Vec::new()
+            } else {
+                frame[at..].to_vec()
+            };
+            (whole, rest)
+        })
+        .await
+    }
+
     /// Writes raw bytes.
     pub async fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let stream = self.stream.clone();

@@ -4,6 +4,8 @@
 
 use etp_behaviour::raw::*;
 use etp_behaviour::*;
+use std::time::Duration;
+
 use etp_driver::{Conn, Error, Event, OriginPolicy, Server, ServerBuilder};
 
 fn start<R: TestRuntime>(builder: ServerBuilder<R>) -> (TestServer<R>, Hooks) {
@@ -390,11 +392,25 @@ async fn after_a_refusal_the_same_connection_can_carry_the_upgrade<R: TestRuntim
     test.stop().await;
 }
 
-/// A client that sends half a request head and stalls is dropped after 10 s (hyper's
-/// `header_read_timeout` on tokio, `HANDSHAKE_TIMEOUT` on async-std), without an answer
-/// and without holding up other connections.
-async fn a_half_sent_request_head_is_dropped_after_ten_seconds<R: TestRuntime>() {
-    let (test, mut hooks) = start(Server::<R>::builder());
+/// The handshake timeout of these tests: short, so that nothing waits for long, and
+/// far above what a loopback request head needs.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(400);
+
+/// The default handshake timeout is hyper's old fixed 10 s, on both runtimes.
+async fn the_default_handshake_timeout_is_ten_seconds<R: TestRuntime>() {
+    let server = Server::<R>::builder().build().unwrap();
+    assert_eq!(server.handshake_timeout(), Duration::from_secs(10));
+    assert_eq!(
+        etp_driver::DEFAULT_HANDSHAKE_TIMEOUT,
+        Duration::from_secs(10)
+    );
+}
+
+/// A client that sends half a request head and stalls is dropped once the handshake
+/// timeout passes (hyper's `header_read_timeout` on tokio, the adapter's own timer on
+/// async-std), without an answer and without holding up other connections.
+async fn a_half_sent_request_head_is_dropped_after_the_handshake_timeout<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder().handshake_timeout(HANDSHAKE_TIMEOUT));
     let mut stalled = RawSocket::connect_raw(test.addr).await;
     stalled
         .writer
@@ -406,15 +422,45 @@ async fn a_half_sent_request_head_is_dropped_after_ten_seconds<R: TestRuntime>()
     hooks.connects.next().await;
     assert_eq!(peer.ask("x||1").await, "__ack_x||1");
     assert_eq!(
-        stalled
-            .reader
-            .ends_within(std::time::Duration::from_secs(12))
-            .await,
+        stalled.reader.ends_within(GUARD).await,
         Some(true),
         "the stalled request got an answer instead of being dropped"
     );
     assert!(hooks.errors.try_next().is_none());
+    assert!(hooks.connects.try_next().is_none());
     test.stop_with(&mut peer).await;
+}
+
+/// A TCP connection that never sends a byte is dropped after the handshake timeout
+/// too: idle sockets cannot pile up before the upgrade.
+async fn a_connection_that_sends_nothing_is_dropped_after_the_handshake_timeout<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder().handshake_timeout(HANDSHAKE_TIMEOUT));
+    let mut silent = RawSocket::connect_raw(test.addr).await;
+    assert_eq!(silent.reader.ends_within(GUARD).await, Some(true));
+    assert!(hooks.errors.try_next().is_none());
+    assert!(hooks.connects.try_next().is_none());
+    test.stop().await;
+}
+
+/// A head that arrives in pieces, all within the timeout, is upgraded.
+async fn a_request_head_sent_in_pieces_within_the_timeout_is_upgraded<R: TestRuntime>() {
+    let (test, mut hooks) = start(Server::<R>::builder().handshake_timeout(Duration::from_secs(1)));
+    let mut socket = RawSocket::connect_raw(test.addr).await;
+    let request = upgrade_request("GET", test.addr, "/ws", "");
+    let (first, second) = request.split_at(request.len() / 2);
+    socket.writer.write_raw(first.as_bytes()).await.unwrap();
+    R::sleep(Duration::from_millis(300)).await;
+    socket.writer.write_raw(second.as_bytes()).await.unwrap();
+    let head = socket.reader.head().await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
+    hooks.connects.next().await;
+    // Past the timeout, the upgraded connection is not touched by it.
+    R::sleep(Duration::from_millis(900)).await;
+    socket.send(OP_TEXT, b"x||1").await;
+    assert_eq!(socket.frame().await.expect("a reply").text(), "__ack_x||1");
+    drop(socket);
+    hooks.disconnects.next().await;
+    test.stop().await;
 }
 
 behaviour_suite! {
@@ -434,5 +480,8 @@ behaviour_suite! {
     a_request_head_with_80_headers_and_a_20_kib_cookie_is_accepted,
     a_malformed_request_gets_400_and_the_connection_is_closed,
     after_a_refusal_the_same_connection_can_carry_the_upgrade,
-    a_half_sent_request_head_is_dropped_after_ten_seconds,
+    the_default_handshake_timeout_is_ten_seconds,
+    a_half_sent_request_head_is_dropped_after_the_handshake_timeout,
+    a_connection_that_sends_nothing_is_dropped_after_the_handshake_timeout,
+    a_request_head_sent_in_pieces_within_the_timeout_is_upgraded,
 }

@@ -14,9 +14,6 @@ use futures_util::FutureExt;
 use crate::Server;
 use crate::http::{HeadError, keep_alive_after_refusal, read_head, skip_body, write_response};
 
-/// How long a client may take to send its upgrade request.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serving an etp [`Server`] on async-std sockets.
 pub trait ServerExt {
     /// Binds `addr` and serves WebSocket upgrades on any path until shutdown begins.
@@ -66,7 +63,7 @@ async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
     loop {
         let head = futures_util::select! {
             head = read_head(&mut stream, std::mem::take(&mut carried)).fuse() => head,
-            _ = async_io::Timer::after(HANDSHAKE_TIMEOUT).fuse() => return,
+            _ = async_io::Timer::after(server.handshake_timeout()).fuse() => return,
         };
         let head = match head {
             Ok(head) => head,

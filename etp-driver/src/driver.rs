@@ -142,6 +142,8 @@ pub(crate) struct Driver<S, R: Runtime> {
     phase: Phase,
     /// Why the connection is ending, once known; reported when the socket is done.
     reason: Option<DisconnectReason>,
+    /// The peer's close frame was read.
+    peer_closed: bool,
 }
 
 impl<S: WebSocket, R: Runtime> Driver<S, R> {
@@ -176,6 +178,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             pings: VecDeque::new(),
             phase: Phase::Open,
             reason: None,
+            peer_closed: false,
         }
     }
 
@@ -443,6 +446,11 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     self.reason
                         .get_or_insert(DisconnectReason::Closed { code, reason });
                     self.session.handle_transport_closed(now);
+                    // The peer is done: the conn is closing, and reading must not
+                    // pause for the handlers any more, or the stream's end (next) is
+                    // never seen and the connection outlives its peer.
+                    self.conn.mark_closed();
+                    self.peer_closed = true;
                     // tungstenite queued the echo; it leaves with the next flush.
                     self.needs_flush = true;
                 }
@@ -458,6 +466,9 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     /// True while the driver itself holds reading back: handlers or the socket are
     /// behind.
     fn reading_paused(&self) -> bool {
+        if self.peer_closed {
+            return false;
+        }
         if self.write_bytes >= WRITE_HIGH_WATER {
             return true;
         }
@@ -508,9 +519,12 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     } else if self.phase == Phase::Open {
                         self.backlog_bytes += backlog_cost(&event);
                         self.backlog.push_back(event);
-                    } else if let Some(reply) = event.reply {
-                        // Shutting down: no new work, but every request is answered.
-                        let _ = self.session.ack(reply, b"");
+                    } else {
+                        // Shutting down: no new work. A request read now is left
+                        // unanswered: an (empty) reply would tell the peer it was
+                        // handled. It fails on the peer's side with the
+                        // connection-closed error when our close arrives.
+                        drop(event);
                     }
                 }
                 Output::AckResolved { ctx, data } => {

@@ -11,6 +11,33 @@
 //!
 //! Applications use the adapters (`etp-tokio`, `etp-async-std`), which add sockets
 //! and name the types without generics.
+//!
+//! # Memory bounds
+//!
+//! Nothing a peer sends makes a connection's memory grow without bound. Per
+//! connection (server and client alike; the builder methods exist on both):
+//!
+//! | what | bound (default) | set with | at the bound |
+//! | --- | --- | --- | --- |
+//! | request head before the upgrade (adapters' `serve`) | 100 headers, about 400 KiB | fixed (hyper's limits) | `431`/`400`, connection closed |
+//! | time to send the request head | 10 s | [`ServerBuilder::handshake_timeout`] | connection dropped without an answer |
+//! | socket read buffer | 4 KiB | [`ConnConfig::read_buffer_size`] | reads that much per system call |
+//! | one inbound message (frames, or assembled from fragments) | 1 MiB | `read_limit` | close 1009, [`DisconnectReason::ReadLimit`] |
+//! | handlers running at once | 64 | `handler_concurrency` | events wait in the backlog |
+//! | events waiting for a handler (backlog) | `max(handler_concurrency, 16)` events; while an acknowledgement is awaited, reading goes on up to 1 MiB of waiting events (so the reply is not stuck behind them) | fixed | the connection stops reading the socket: TCP backpressure stalls the peer |
+//! | acknowledgements awaited (pending acks) | 1024 | `max_pending_acks` | `emit_with_ack` fails with [`EmitError::TooManyPendingAcks`] |
+//! | how long each ack is awaited | 30 s | `ack_timeout`, or per call | [`AckError::TimedOut`] |
+//! | bytes queued to send (emits, replies, broadcasts) | 4 MiB | `outbound_limit` | the [`SlowConsumerPolicy`]: close 1008 (default) or refuse the frame ([`EmitError::QueueFull`]) |
+//! | bytes handed to the socket but not yet written | 256 KiB in the driver, then 4 MiB in tungstenite's write buffer | fixed | the driver stops taking new work until the socket drains |
+//! | pongs owed to a peer's pings | one (tungstenite keeps only the latest) | fixed | older pongs are replaced |
+//! | a silent or half-open peer | none by default | `keepalive(interval, idle_timeout)` | close 1001, [`DisconnectReason::IdleTimeout`] |
+//! | a close the peer never answers | 5 s | [`ConnConfig::close_timeout`] | connection dropped, [`DisconnectReason::CloseTimedOut`] |
+//! | shutdown | the timeout given to [`Server::shutdown`] | per call | remaining connections dropped |
+//!
+//! So a connection's worst case is about read limit + backlog + outbound limit +
+//! write buffers (about 10 MiB with the defaults), plus what its handlers allocate;
+//! an idle connection takes a few KiB (see BENCHMARKS.md). The bounds are exercised
+//! at and one past their value by the test suites and the `driver` fuzz target.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -28,6 +55,9 @@ mod runtime;
 mod server;
 mod tracker;
 
+#[doc(hidden)]
+pub mod __fuzz;
+
 pub use client::{Backoff, Client, ClientBuilder, DialError, Ended};
 pub use config::{ConnConfig, SlowConsumerPolicy};
 pub use conn::{Conn, Request};
@@ -39,7 +69,7 @@ pub use handshake::{HandshakeError, OriginPolicy};
 pub use hub::{BroadcastReport, Rooms};
 pub use id::{ConnId, ParseConnIdError};
 pub use runtime::Runtime;
-pub use server::{Server, ServerBuilder};
+pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, Server, ServerBuilder};
 
 pub use bytes::Bytes;
 pub use etp_proto as proto;

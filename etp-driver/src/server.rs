@@ -23,7 +23,11 @@ pub struct ServerBuilder<R> {
     runtime: R,
     registry: Registry,
     origins: OriginPolicy,
+    handshake_timeout: Duration,
 }
+
+/// How long a client may take to send its upgrade request, unless configured.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<R: Runtime> ServerBuilder<R> {
     /// A builder whose connections run on `runtime`.
@@ -32,6 +36,7 @@ impl<R: Runtime> ServerBuilder<R> {
             runtime,
             registry: Registry::default(),
             origins: OriginPolicy::default(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
@@ -40,6 +45,16 @@ impl<R: Runtime> ServerBuilder<R> {
     /// Which browser origins may connect. Default: [`OriginPolicy::same_host`].
     pub fn origin_policy(mut self, policy: OriginPolicy) -> Self {
         self.origins = policy;
+        self
+    }
+
+    /// How long a client may take to send its whole upgrade request head, from the
+    /// moment its TCP connection is accepted (and again for each request after a
+    /// refusal on the same connection). A client that stalls is dropped without an
+    /// answer. Default: [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s). The adapters' standalone
+    /// `serve` applies it; behind your own HTTP server, configure that server's.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
         self
     }
 
@@ -64,6 +79,7 @@ impl<R: Runtime> ServerBuilder<R> {
                 registry: Arc::new(self.registry),
                 hub: Arc::new(Hub::new(encoding)),
                 origins: self.origins,
+                handshake_timeout: self.handshake_timeout,
                 tracker: Arc::new(Tracker::default()),
                 shutting_down: AtomicBool::new(false),
                 shutdown_waiters: Waiters::default(),
@@ -77,6 +93,7 @@ struct Shared<R> {
     registry: Arc<Registry>,
     hub: Arc<Hub>,
     origins: OriginPolicy,
+    handshake_timeout: Duration,
     tracker: Arc<Tracker>,
     shutting_down: AtomicBool,
     /// Accept loops waiting for shutdown to begin.
@@ -216,6 +233,12 @@ impl<R: Runtime> Server<R> {
         waiters.wait_until(|| self.is_shutting_down()).await;
     }
 
+    /// How long a client may take to send its upgrade request (see
+    /// [`ServerBuilder::handshake_timeout`]).
+    pub fn handshake_timeout(&self) -> Duration {
+        self.shared.handshake_timeout
+    }
+
     /// How many connections are running.
     pub fn connection_count(&self) -> usize {
         self.shared.tracker.active()
@@ -224,6 +247,10 @@ impl<R: Runtime> Server<R> {
     /// Shuts down: refuses new connections, lets every connection finish its running
     /// handlers and close with 1000 (all at once), and waits up to `timeout`. Connections
     /// still open then are dropped. Returns how many had to be dropped.
+    ///
+    /// Events read after shutdown began are not handled, and their requests are not
+    /// answered: they fail on the peer's side with the connection-closed error when the
+    /// close arrives. An acknowledgement always means that the event was handled.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
         let shared = &self.shared;
         shared.shutdown_waiters.change(|| {

@@ -56,6 +56,7 @@ impl ServerExt for Server {
 /// One HTTP/1.1 connection: a single upgrade request is expected, anything else is
 /// refused with the handshake's status.
 async fn serve_http(server: Server, stream: tokio::net::TcpStream, remote: SocketAddr) {
+    let handshake_timeout = server.handshake_timeout();
     let service = service_fn(move |request: http::Request<Incoming>| {
         let server = server.clone();
         async move {
@@ -67,7 +68,7 @@ async fn serve_http(server: Server, stream: tokio::net::TcpStream, remote: Socke
     let connection = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         // A client that sends half a request and stalls is dropped.
-        .header_read_timeout(std::time::Duration::from_secs(10))
+        .header_read_timeout(handshake_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     // Errors here are the peer's (a reset, a malformed request): nothing to report.
