@@ -13,6 +13,7 @@ use crate::conn::{Conn, Request};
 use crate::driver::{Driver, WebSocket};
 use crate::error::{AckError, DisconnectReason, EmitError, Error};
 use crate::handler::{BuildError, Registry, hook_builder_methods};
+use crate::observe::{self, Side};
 use crate::runtime::Runtime;
 use crate::server::run_hook;
 
@@ -310,7 +311,7 @@ impl<R: Runtime> Client<R> {
     ) -> (Conn, oneshot::Receiver<DisconnectReason>) {
         let shared = self.shared.clone();
         let registry = shared.registry.clone();
-        let (conn, receivers) = Conn::new(request, &registry.config, None);
+        let (conn, receivers) = Conn::new(request, &registry, None);
         if let Some(previous) = state.current.replace(conn.clone()) {
             // One connection per client: a new dial replaces the old connection.
             previous.close();
@@ -324,13 +325,17 @@ impl<R: Runtime> Client<R> {
             registry.clone(),
         );
         let task_conn = conn.clone();
-        shared.runtime.clone().spawn(async move {
+        let span_conn = conn.clone();
+        let runtime = shared.runtime.clone();
+        let task = async move {
             let conn = task_conn;
+            let _counted = observe::ConnGauge::open(Side::Client);
             if let Some(hook) = &registry.on_connect {
                 let hook = run_hook(&registry, &conn, "on_connect", || hook(conn.clone()));
                 driver.before_start(hook).await;
             }
             let reason = driver.run().await;
+            observe::connection_ended(&reason);
             if let Some(hook) = &registry.on_disconnect {
                 let for_hook = reason.clone();
                 run_hook(&registry, &conn, "on_disconnect", || {
@@ -346,7 +351,8 @@ impl<R: Runtime> Client<R> {
             }
             drop(driver);
             let _ = ended.send(reason);
-        });
+        };
+        runtime.spawn(observe::in_conn_span(&span_conn, Side::Client, task));
         (conn, ended_rx)
     }
 

@@ -28,6 +28,7 @@ use etp_proto::{AckFailure, CloseReason, Output, ProtocolError, ReplyToken, Sess
 use crate::conn::{AckSender, Command, Conn, Control, Receivers};
 use crate::error::{AckError, DisconnectReason, Error, panic_message};
 use crate::handler::{BoxFuture, Event, Registry};
+use crate::observe::{self, EventSpan};
 use crate::runtime::Runtime;
 
 /// A WebSocket as the driver needs it: a stream of received messages and a sink of
@@ -73,6 +74,8 @@ struct HandlerTask {
     future: BoxFuture<Bytes>,
     reply: Option<ReplyToken>,
     name: Bytes,
+    /// Entered while the handler runs (zero-sized without `tracing`).
+    span: EventSpan,
 }
 
 /// What a finished handler leaves behind.
@@ -89,7 +92,10 @@ impl Future for HandlerTask {
         let this = &mut *self;
         // A panicking handler is contained here and reported; the request it owed an
         // answer still gets one (empty).
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx)));
+        let future = &mut this.future;
+        let polled = this
+            .span
+            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))));
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(data)) => Ok(data),
@@ -289,6 +295,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
 
     fn apply(&mut self, command: Command) {
         self.conn.dequeued(command.cost());
+        observe::event_out();
         match command {
             // A frame queued just before the connection closed is dropped with it, as
             // bytes written to a closing socket would be.
@@ -416,6 +423,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 Poll::Ready(Some(Ok(message))) => message,
             };
             read = true;
+            observe::bytes_in(message.len());
             let now = *batch_now.get_or_insert_with(|| self.runtime.now());
             match message {
                 Message::Text(text) => self.handle(Bytes::from(text), now),
@@ -498,6 +506,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     self.queue(message);
                 }
                 Output::Event(event) => {
+                    observe::event_in();
                     if self.phase == Phase::Open
                         && self.handlers.len() < self.registry.config.handler_concurrency
                     {
@@ -541,13 +550,15 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             }
             return;
         };
+        let span = EventSpan::new(&name, reply.as_ref().map(ReplyToken::id));
         let call = AssertUnwindSafe(|| handler.call(conn.clone(), Event::new(name.clone(), data)));
-        match std::panic::catch_unwind(call) {
+        match span.in_scope(|| std::panic::catch_unwind(call)) {
             Ok(future) => {
                 let mut task = HandlerTask {
                     future,
                     reply,
                     name,
+                    span,
                 };
                 // Most handlers finish without waiting: run them at once and skip the
                 // task set. One that waits is polled again by the set, with a real
@@ -631,6 +642,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 break;
             };
             self.write_bytes -= message.len();
+            observe::bytes_out(message.len());
             if let Err(err) = self.ws.start_send_unpin(message) {
                 return ControlFlow::Break(self.write_failed(err));
             }

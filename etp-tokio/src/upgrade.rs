@@ -12,7 +12,9 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use crate::Server;
 
 /// Answers an upgrade request: `101` and the connection runs in a new task, or the
-/// refusal (426, 405, 400, 403, 503) with a short text body, reported to the error hook.
+/// refusal (426, 405, 400, 403, 503, or the authentication hook's) with a short text
+/// body, reported to the error hook. The server's authentication hook runs after the
+/// handshake checks and before `101`.
 ///
 /// Works for any request hyper serves with upgrades enabled (plain hyper, axum). The
 /// body type is the caller's: anything built from a `String`. Mounting etp at `/ws` in
@@ -64,6 +66,12 @@ where
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (parts, _) = request.into_parts();
+    // Before `101`: a refusal is an ordinary HTTP response, and the upgrade future is
+    // dropped unused.
+    let request = match server.authenticate(Request::new(parts, remote_addr)).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal.to_response().map(Out::from),
+    };
     let server = server.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -75,9 +83,7 @@ where
                     Some(config),
                 )
                 .await;
-                server
-                    .serve_connection(ws, Request::new(parts, remote_addr))
-                    .await;
+                server.serve_connection(ws, request).await;
             }
             Err(err) => server.report_error(etp_driver::Error::Io(std::io::Error::other(err))),
         }
