@@ -125,7 +125,10 @@ async fn a_refusal_is_the_hooks_status_and_message_and_no_connection<R: TestRunt
     // A client hears the refusal as a failed handshake with that status.
     let client = Client::<R>::builder().build().unwrap();
     match within("dial", client.dial(&test.url("/ws?token=bad"))).await {
-        Err(DialError::Handshake(err)) => assert!(err.to_string().contains("401"), "{err}"),
+        Err(err @ DialError::Handshake(_)) => assert_eq!(
+            err.to_string(),
+            "websocket handshake failed: HTTP error: 401 Unauthorized: a valid token is required"
+        ),
         other => panic!("expected a refused handshake, got {other:?}"),
     }
     hooks.errors.next().await;

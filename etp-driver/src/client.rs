@@ -35,7 +35,20 @@ impl fmt::Display for DialError {
         match self {
             Self::InvalidRequest(why) => write!(f, "invalid dial request: {why}"),
             Self::Io(err) => write!(f, "connection failed: {err}"),
-            Self::Handshake(err) => write!(f, "websocket handshake failed: {err}"),
+            Self::Handshake(err) => {
+                write!(f, "websocket handshake failed: {err}")?;
+                // A refusal's body says why (an etp server's authentication hook, say).
+                if let tungstenite::Error::Http(response) = err
+                    && let Some(body) = response.body()
+                {
+                    let body = String::from_utf8_lossy(body);
+                    let body = body.trim();
+                    if !body.is_empty() {
+                        write!(f, ": {}", body.chars().take(200).collect::<String>())?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -25,6 +25,8 @@
 //!
 //! # Tracing
 //!
+//! Spans and events have the target `etp` (filter with `etp=debug`, say).
+//!
 //! | span | level | fields | covers |
 //! |---|---|---|---|
 //! | `etp.conn` | INFO | `conn_id` (32 hex digits), `side` (`server`/`client`), `path`, `remote` | the whole connection: `on_connect`, every handler, `on_disconnect` |

@@ -66,7 +66,7 @@ pub(crate) fn connection_ended(reason: &DisconnectReason) {
         metrics::counter!("etp_slow_consumer_disconnects_total").increment(1);
     }
     #[cfg(feature = "tracing")]
-    tracing::debug!(reason = %reason, normal = reason.is_normal(), "etp connection ended");
+    tracing::debug!(target: "etp", reason = %reason, normal = reason.is_normal(), "etp connection ended");
     #[cfg(not(any(feature = "metrics", feature = "tracing")))]
     let _ = reason;
 }
@@ -93,7 +93,7 @@ pub(crate) fn error_reported(error: &Error) {
         }
     }
     #[cfg(feature = "tracing")]
-    tracing::debug!(error = %error, "etp error");
+    tracing::debug!(target: "etp", error = %error, "etp error");
     #[cfg(not(any(feature = "metrics", feature = "tracing")))]
     let _ = error;
 }
@@ -181,6 +181,7 @@ fn record_ack_latency(wait: Duration) {
 pub(crate) fn conn_span(conn: &Conn, side: Side) -> tracing::Span {
     let request = conn.request();
     tracing::info_span!(
+        target: "etp",
         "etp.conn",
         conn_id = %conn.id(),
         side = side.as_str(),
@@ -224,6 +225,7 @@ impl EventSpan {
             let ack_id = ack_id.map(|id| id as i64);
             Self {
                 span: tracing::debug_span!(
+                    target: "etp",
                     "etp.event",
                     event = %String::from_utf8_lossy(name),
                     ack_id,
