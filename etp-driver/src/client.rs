@@ -44,7 +44,8 @@ impl fmt::Display for DialError {
                     let body = String::from_utf8_lossy(body);
                     let body = body.trim();
                     if !body.is_empty() {
-                        write!(f, ": {}", body.chars().take(200).collect::<String>())?;
+                        let shown: String = body.chars().take(REFUSAL_BODY_SHOWN).collect();
+                        write!(f, ": {shown}")?;
                     }
                 }
                 Ok(())
@@ -62,6 +63,10 @@ impl std::error::Error for DialError {
         }
     }
 }
+
+/// The most characters of a refusal's body a [`DialError`] shows: enough for an
+/// explanation, not a whole error page.
+const REFUSAL_BODY_SHOWN: usize = 200;
 
 /// Reconnection delays: exponential from `initial` up to `max`, each with full jitter
 /// (a random delay between half and all of it), so that clients of a restarted server
@@ -443,5 +448,37 @@ impl<R: Runtime> Client<R> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(body: Option<&str>) -> DialError {
+        let mut response = http::Response::new(body.map(|b| b.as_bytes().to_vec()));
+        *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+        DialError::Handshake(tungstenite::Error::Http(Box::new(response)))
+    }
+
+    #[test]
+    fn a_refused_dial_shows_the_servers_message_up_to_the_limit() {
+        let prefix = "websocket handshake failed: HTTP error: 401 Unauthorized";
+        assert_eq!(
+            refused(Some("a valid token is required\n")).to_string(),
+            format!("{prefix}: a valid token is required")
+        );
+        assert_eq!(refused(None).to_string(), prefix);
+        assert_eq!(refused(Some(" \n")).to_string(), prefix);
+        let at_limit = "é".repeat(REFUSAL_BODY_SHOWN);
+        assert_eq!(
+            refused(Some(&at_limit)).to_string(),
+            format!("{prefix}: {at_limit}")
+        );
+        let past_limit = format!("{at_limit}x");
+        assert_eq!(
+            refused(Some(&past_limit)).to_string(),
+            format!("{prefix}: {at_limit}")
+        );
     }
 }
