@@ -13,6 +13,11 @@
 //! runtime stays reachable under its own module, and the root follows tokio.
 //!
 //! The sans-IO core is [`proto`] in every configuration.
+//!
+//! Other features: `json` (default) for typed events (`Json<T>`, `emit_json`,
+//! `emit_with_ack_json`); `tracing` for spans per connection and per handled event;
+//! `metrics` for counters and histograms through the `metrics` facade (the names are
+//! listed in the `etp-driver` documentation).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

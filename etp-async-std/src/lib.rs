@@ -41,6 +41,8 @@ pub use etp_driver::{
     DialError, DisconnectReason, EmitError, Ended, Error, Event, Handler, HandshakeError, IntoAck,
     OriginPolicy, Request, Rooms, SlowConsumerPolicy, proto,
 };
+#[cfg(feature = "json")]
+pub use etp_driver::{DecodeError, Json, JsonError};
 
 /// The etp server on async-std.
 pub type Server = etp_driver::Server<AsyncStdRuntime>;

@@ -76,9 +76,17 @@ async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
             }
         };
         let (parts, ()) = head.request.into_parts();
-        match server.accept_upgrade(&parts.method, parts.version, &parts.headers) {
+        let keep = keep_alive_after_refusal(&parts);
+        let accepted = match server.accept_upgrade(&parts.method, parts.version, &parts.headers) {
+            // The authentication hook runs before `101`, as on tokio.
+            Ok(response) => server
+                .authenticate(Request::new(parts, Some(remote)))
+                .await
+                .map(|request| (response, request)),
+            Err(err) => Err(err),
+        };
+        match accepted {
             Err(err) => {
-                let keep = keep_alive_after_refusal(&parts);
                 let written = write_response(&mut stream, &err.to_response(), keep.is_none()).await;
                 let (Ok(()), Some(body)) = (written, keep) else {
                     return;
@@ -88,7 +96,7 @@ async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
                     None => return,
                 }
             }
-            Ok(response) => {
+            Ok((response, request)) => {
                 let response = response.map(|()| String::new());
                 if write_response(&mut stream, &response, false).await.is_err() {
                     return;
@@ -103,9 +111,7 @@ async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
                 let ws =
                     WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config))
                         .await;
-                server
-                    .serve_connection(ws, Request::new(parts, Some(remote)))
-                    .await;
+                server.serve_connection(ws, request).await;
                 return;
             }
         }

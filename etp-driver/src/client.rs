@@ -13,6 +13,7 @@ use crate::conn::{Conn, Request};
 use crate::driver::{Driver, WebSocket};
 use crate::error::{AckError, DisconnectReason, EmitError, Error};
 use crate::handler::{BuildError, Registry, hook_builder_methods};
+use crate::observe::{self, Side};
 use crate::runtime::Runtime;
 use crate::server::run_hook;
 
@@ -34,7 +35,21 @@ impl fmt::Display for DialError {
         match self {
             Self::InvalidRequest(why) => write!(f, "invalid dial request: {why}"),
             Self::Io(err) => write!(f, "connection failed: {err}"),
-            Self::Handshake(err) => write!(f, "websocket handshake failed: {err}"),
+            Self::Handshake(err) => {
+                write!(f, "websocket handshake failed: {err}")?;
+                // A refusal's body says why (an etp server's authentication hook, say).
+                if let tungstenite::Error::Http(response) = err
+                    && let Some(body) = response.body()
+                {
+                    let body = String::from_utf8_lossy(body);
+                    let body = body.trim();
+                    if !body.is_empty() {
+                        let shown: String = body.chars().take(REFUSAL_BODY_SHOWN).collect();
+                        write!(f, ": {shown}")?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -48,6 +63,10 @@ impl std::error::Error for DialError {
         }
     }
 }
+
+/// The most characters of a refusal's body a [`DialError`] shows: enough for an
+/// explanation, not a whole error page.
+const REFUSAL_BODY_SHOWN: usize = 200;
 
 /// Reconnection delays: exponential from `initial` up to `max`, each with full jitter
 /// (a random delay between half and all of it), so that clients of a restarted server
@@ -310,7 +329,7 @@ impl<R: Runtime> Client<R> {
     ) -> (Conn, oneshot::Receiver<DisconnectReason>) {
         let shared = self.shared.clone();
         let registry = shared.registry.clone();
-        let (conn, receivers) = Conn::new(request, &registry.config, None);
+        let (conn, receivers) = Conn::new(request, &registry, None);
         if let Some(previous) = state.current.replace(conn.clone()) {
             // One connection per client: a new dial replaces the old connection.
             previous.close();
@@ -324,13 +343,17 @@ impl<R: Runtime> Client<R> {
             registry.clone(),
         );
         let task_conn = conn.clone();
-        shared.runtime.clone().spawn(async move {
+        let span_conn = conn.clone();
+        let runtime = shared.runtime.clone();
+        let task = async move {
             let conn = task_conn;
+            let _counted = observe::ConnGauge::open(Side::Client);
             if let Some(hook) = &registry.on_connect {
                 let hook = run_hook(&registry, &conn, "on_connect", || hook(conn.clone()));
                 driver.before_start(hook).await;
             }
             let reason = driver.run().await;
+            observe::connection_ended(&reason);
             if let Some(hook) = &registry.on_disconnect {
                 let for_hook = reason.clone();
                 run_hook(&registry, &conn, "on_disconnect", || {
@@ -346,7 +369,8 @@ impl<R: Runtime> Client<R> {
             }
             drop(driver);
             let _ = ended.send(reason);
-        });
+        };
+        runtime.spawn(observe::in_conn_span(&span_conn, Side::Client, task));
         (conn, ended_rx)
     }
 
@@ -424,5 +448,37 @@ impl<R: Runtime> Client<R> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(body: Option<&str>) -> DialError {
+        let mut response = http::Response::new(body.map(|b| b.as_bytes().to_vec()));
+        *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+        DialError::Handshake(tungstenite::Error::Http(Box::new(response)))
+    }
+
+    #[test]
+    fn a_refused_dial_shows_the_servers_message_up_to_the_limit() {
+        let prefix = "websocket handshake failed: HTTP error: 401 Unauthorized";
+        assert_eq!(
+            refused(Some("a valid token is required\n")).to_string(),
+            format!("{prefix}: a valid token is required")
+        );
+        assert_eq!(refused(None).to_string(), prefix);
+        assert_eq!(refused(Some(" \n")).to_string(), prefix);
+        let at_limit = "é".repeat(REFUSAL_BODY_SHOWN);
+        assert_eq!(
+            refused(Some(&at_limit)).to_string(),
+            format!("{prefix}: {at_limit}")
+        );
+        let past_limit = format!("{at_limit}x");
+        assert_eq!(
+            refused(Some(&past_limit)).to_string(),
+            format!("{prefix}: {at_limit}")
+        );
     }
 }

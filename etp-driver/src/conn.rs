@@ -13,9 +13,11 @@ use futures_channel::{mpsc, oneshot};
 
 use crate::config::{ConnConfig, SlowConsumerPolicy};
 use crate::data::ConnData;
-use crate::error::{AckError, EmitError};
+use crate::error::{AckError, EmitError, Error};
+use crate::handler::Registry;
 use crate::hub::Hub;
 use crate::id::ConnId;
+use crate::observe;
 
 /// Frames the application asks a connection's driver to send, in order, bounded in
 /// bytes.
@@ -103,6 +105,11 @@ impl Request {
         Self { parts, remote_addr }
     }
 
+    /// The request method (`GET` for every accepted upgrade).
+    pub fn method(&self) -> &http::Method {
+        &self.parts.method
+    }
+
     /// The request URI, with the query string.
     pub fn uri(&self) -> &http::Uri {
         &self.parts.uri
@@ -116,6 +123,13 @@ impl Request {
     /// Values that earlier layers (an axum/tower middleware) attached to the request.
     pub fn extensions(&self) -> &http::Extensions {
         &self.parts.extensions
+    }
+
+    /// The extensions, to attach values: an authentication hook
+    /// ([`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)) puts the
+    /// authenticated user here for `on_connect` and the handlers.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.parts.extensions
     }
 
     /// The peer's address, when the transport knows it.
@@ -146,6 +160,8 @@ pub(crate) struct ConnInner {
     policy: SlowConsumerPolicy,
     closed: AtomicBool,
     hub: Option<Weak<Hub>>,
+    /// Where errors found outside the driver (a typed handler's decode failure) go.
+    registry: Arc<Registry>,
 }
 
 /// One etp connection: a cheap, cloneable handle (server side or client side).
@@ -161,9 +177,10 @@ pub struct Conn {
 impl Conn {
     pub(crate) fn new(
         request: Request,
-        config: &ConnConfig,
+        registry: &Arc<Registry>,
         hub: Option<Weak<Hub>>,
     ) -> (Self, Receivers) {
+        let config: &ConnConfig = &registry.config;
         let (commands, command_rx) = mpsc::unbounded();
         let (control, control_rx) = mpsc::unbounded();
         let inner = ConnInner {
@@ -177,6 +194,7 @@ impl Conn {
             policy: config.slow_consumer,
             closed: AtomicBool::new(false),
             hub,
+            registry: registry.clone(),
         };
         let receivers = Receivers {
             commands: command_rx,
@@ -257,8 +275,13 @@ impl Conn {
             timeout,
             reply,
         })?;
+        let timer = observe::AckTimer::start();
         // A dropped sender means the driver is gone: the connection ended.
-        answer.await.unwrap_or(Err(AckError::ConnectionClosed))
+        let outcome = answer.await.unwrap_or(Err(AckError::ConnectionClosed));
+        if outcome.is_ok() {
+            timer.replied();
+        }
+        outcome
     }
 
     /// Queues an already encoded frame (a broadcast); never waits.
@@ -326,7 +349,9 @@ impl Conn {
         let cost = command.cost();
         let inner = &self.inner;
         let before = inner.queued.fetch_add(cost, atomic::Ordering::AcqRel);
+        observe::queue_changed(cost, true);
         if before > 0 && before + cost > inner.outbound_limit {
+            observe::queue_changed(cost, false);
             inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
             return Err(match inner.policy {
                 SlowConsumerPolicy::DropNew => EmitError::QueueFull {
@@ -341,6 +366,7 @@ impl Conn {
         }
         inner.commands.unbounded_send(command).map_err(|_| {
             inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
+            observe::queue_changed(cost, false);
             EmitError::Closed
         })
     }
@@ -354,6 +380,13 @@ impl Conn {
     /// The driver took a command off the queue.
     pub(crate) fn dequeued(&self, cost: usize) {
         self.inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
+        observe::queue_changed(cost, false);
+    }
+
+    /// Reports an error about this connection to the error hook.
+    #[cfg_attr(not(feature = "json"), allow(dead_code))]
+    pub(crate) fn report(&self, error: Error) {
+        self.inner.registry.report(Some(self), error);
     }
 
     pub(crate) fn mark_closed(&self) {

@@ -28,6 +28,7 @@ use etp_proto::{AckFailure, CloseReason, Output, ProtocolError, ReplyToken, Sess
 use crate::conn::{AckSender, Command, Conn, Control, Receivers};
 use crate::error::{AckError, DisconnectReason, Error, panic_message};
 use crate::handler::{BoxFuture, Event, Registry};
+use crate::observe::{self, EventSpan};
 use crate::runtime::Runtime;
 
 /// A WebSocket as the driver needs it: a stream of received messages and a sink of
@@ -73,6 +74,8 @@ struct HandlerTask {
     future: BoxFuture<Bytes>,
     reply: Option<ReplyToken>,
     name: Bytes,
+    /// Entered while the handler runs (zero-sized without `tracing`).
+    span: EventSpan,
 }
 
 /// What a finished handler leaves behind.
@@ -89,7 +92,10 @@ impl Future for HandlerTask {
         let this = &mut *self;
         // A panicking handler is contained here and reported; the request it owed an
         // answer still gets one (empty).
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx)));
+        let future = &mut this.future;
+        let polled = this
+            .span
+            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))));
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(data)) => Ok(data),
@@ -295,6 +301,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
 
     fn apply(&mut self, command: Command) {
         self.conn.dequeued(command.cost());
+        observe::event_out();
         match command {
             // A frame queued just before the connection closed is dropped with it, as
             // bytes written to a closing socket would be.
@@ -422,6 +429,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 Poll::Ready(Some(Ok(message))) => message,
             };
             read = true;
+            observe::bytes_in(message.len());
             let now = *batch_now.get_or_insert_with(|| self.runtime.now());
             match message {
                 Message::Text(text) => self.handle(Bytes::from(text), now),
@@ -512,6 +520,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     self.queue(message);
                 }
                 Output::Event(event) => {
+                    observe::event_in();
                     if self.phase == Phase::Open
                         && self.handlers.len() < self.registry.config.handler_concurrency
                     {
@@ -565,14 +574,17 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         // `catch_unwind`, and answer at once without a task. One that waits goes to the
         // task set, which polls it again with a real waker (replacing the no-op waker
         // it saw here).
+        let span = EventSpan::new(&name, reply.as_ref().map(ReplyToken::id));
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let mut future = handler.call(conn.clone(), Event::new(name, data));
-            match future.as_mut().poll(&mut cx) {
-                Poll::Ready(data) => Ok(data),
-                Poll::Pending => Err(future),
-            }
-        }));
+        let started = span.in_scope(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut future = handler.call(conn.clone(), Event::new(name, data));
+                match future.as_mut().poll(&mut cx) {
+                    Poll::Ready(data) => Ok(data),
+                    Poll::Pending => Err(future),
+                }
+            }))
+        });
         let event_name = || match (registered, &unknown_name) {
             (Some(registered), _) => Bytes::copy_from_slice(registered),
             (None, name) => name.clone().unwrap_or_default(),
@@ -591,6 +603,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     future,
                     reply,
                     name,
+                    span,
                 });
             }
             Err(panic) => {
@@ -667,6 +680,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 break;
             };
             self.write_bytes -= message.len();
+            observe::bytes_out(message.len());
             if let Err(err) = self.ws.start_send_unpin(message) {
                 return ControlFlow::Break(self.write_failed(err));
             }

@@ -223,10 +223,18 @@ pub enum Error {
     },
     /// A WebSocket upgrade was refused (no connection exists yet).
     Handshake(HandshakeError),
+    /// The authentication hook refused an upgrade (no connection exists yet): the
+    /// client got this status and message.
+    Refused(HandshakeError),
     /// Accepting a TCP connection or upgrading it failed.
     Io(std::io::Error),
     /// A client's reconnection attempt failed (it will try again per its backoff).
     Dial(crate::DialError),
+    /// An event's data was not JSON of the type its handler takes (feature `json`).
+    /// The handler did not run; a request got an empty acknowledgement; the
+    /// connection stays open.
+    #[cfg(feature = "json")]
+    Decode(crate::DecodeError),
 }
 
 impl fmt::Display for Error {
@@ -238,8 +246,16 @@ impl fmt::Display for Error {
             }
             Self::HookPanicked { hook, message } => write!(f, "{hook} hook panicked: {message}"),
             Self::Handshake(err) => write!(f, "websocket upgrade refused: {err}"),
+            Self::Refused(err) => {
+                write!(
+                    f,
+                    "websocket upgrade refused by the authentication hook: {err}"
+                )
+            }
             Self::Io(err) => write!(f, "io error: {err}"),
             Self::Dial(err) => write!(f, "reconnection failed: {err}"),
+            #[cfg(feature = "json")]
+            Self::Decode(err) => fmt::Display::fmt(err, f),
         }
     }
 }
@@ -248,7 +264,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Protocol(err) => Some(err),
-            Self::Handshake(err) => Some(err),
+            Self::Handshake(err) | Self::Refused(err) => Some(err),
+            #[cfg(feature = "json")]
+            Self::Decode(err) => Some(err),
             Self::Io(err) => Some(err),
             Self::Dial(err) => Some(err),
             _ => None,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -119,7 +120,10 @@ impl<T: IntoAck> IntoAck for Option<T> {
 /// An event handler: an async function of the connection and the event whose result
 /// is the acknowledgement data.
 ///
-/// Implemented for every `Fn(Conn, Event) -> impl Future<Output = impl IntoAck>`:
+/// Implemented for every `Fn(Conn, Event) -> impl Future<Output = impl IntoAck>`, the
+/// zero-cost raw form, and with the `json` feature for every
+/// `Fn(Conn, Json<T>) -> impl Future<Output = impl IntoAck>`, which decodes the data
+/// first. `Args` only tells the two apart; handlers are stored and called the same way.
 ///
 /// ```
 /// use etp_driver::{Conn, Event, Handler};
@@ -127,16 +131,16 @@ impl<T: IntoAck> IntoAck for Option<T> {
 /// async fn hello(conn: Conn, event: Event) -> String {
 ///     format!("hello {}, you sent {} bytes", conn.id(), event.data().len())
 /// }
-/// fn assert_handler(_: impl Handler) {}
+/// fn assert_handler<A>(_: impl Handler<A>) {}
 /// assert_handler(hello);
 /// assert_handler(|_conn: Conn, _event: Event| async {});
 /// ```
-pub trait Handler: Send + Sync + 'static {
+pub trait Handler<Args = (Conn, Event)>: Send + Sync + 'static {
     /// Runs the handler; the future's output is the acknowledgement data.
     fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes>;
 }
 
-impl<F, Fut> Handler for F
+impl<F, Fut> Handler<(Conn, Event)> for F
 where
     F: Fn(Conn, Event) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
@@ -145,6 +149,30 @@ where
     fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes> {
         let future = self(conn, event);
         Box::pin(async move { future.await.into_ack() })
+    }
+}
+
+/// A handler of any argument form, stored as the one form the registry holds. The
+/// call goes straight to the wrapped handler (no extra allocation or indirection).
+pub(crate) struct Erased<H, A> {
+    handler: H,
+    // `fn() -> A`: the wrapper is Send and Sync whatever `A` is.
+    form: PhantomData<fn() -> A>,
+}
+
+impl<H: Handler<A>, A: 'static> Erased<H, A> {
+    pub(crate) fn new(handler: H) -> Self {
+        Self {
+            handler,
+            form: PhantomData,
+        }
+    }
+}
+
+impl<H: Handler<A>, A: 'static> Handler for Erased<H, A> {
+    #[inline]
+    fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes> {
+        self.handler.call(conn, event)
     }
 }
 
@@ -247,6 +275,7 @@ impl Registry {
     }
 
     pub(crate) fn report(&self, conn: Option<&Conn>, error: Error) {
+        crate::observe::error_reported(&error);
         if let Some(hook) = &self.on_error {
             // The error hook is the last line of reporting: a panic inside it must not
             // take the connection down with it.
@@ -263,12 +292,18 @@ macro_rules! hook_builder_methods {
         /// Registers the handler for `event`; its return value is the acknowledgement
         /// data. A name that cannot be sent on the wire (containing `||`, ending with
         /// `|`, starting with `__ack_`) makes `build` fail with a clear error.
-        pub fn on(mut self, event: &str, handler: impl $crate::Handler) -> Self {
+        ///
+        /// The handler takes `(Conn, Event)` (raw bytes), or with the `json` feature
+        /// `(Conn, Json<T>)`: the data decoded from JSON, a decode failure going to the
+        /// error hook as `Error::Decode` (the handler does not run, a request gets an
+        /// empty acknowledgement).
+        pub fn on<A: 'static>(mut self, event: &str, handler: impl $crate::Handler<A>) -> Self {
             match etp_proto::validate_event_name(event.as_bytes()) {
                 Ok(()) => {
-                    self.registry
-                        .handlers
-                        .insert(event.as_bytes().into(), std::sync::Arc::new(handler));
+                    self.registry.handlers.insert(
+                        event.as_bytes().into(),
+                        std::sync::Arc::new($crate::handler::Erased::new(handler)),
+                    );
                 }
                 Err(err) => {
                     self.registry
@@ -284,8 +319,9 @@ macro_rules! hook_builder_methods {
 
         /// The fallback for events without a handler (Go's `OnUnknownEvent`). Without
         /// it such events are dropped (and ack requests answered with empty data).
-        pub fn on_unknown_event(mut self, handler: impl $crate::Handler) -> Self {
-            self.registry.unknown = Some(std::sync::Arc::new(handler));
+        pub fn on_unknown_event<A: 'static>(mut self, handler: impl $crate::Handler<A>) -> Self {
+            self.registry.unknown =
+                Some(std::sync::Arc::new($crate::handler::Erased::new(handler)));
             self
         }
 

@@ -168,6 +168,33 @@ impl HandshakeError {
         }
     }
 
+    /// A refusal with this status and message, for an authentication hook
+    /// ([`ServerBuilder::authenticate`](crate::ServerBuilder::authenticate)). The
+    /// message is the response body: say what the client should do, and nothing a
+    /// stranger should not know. A status that is not an error (outside 400..=599)
+    /// would let the client think the upgrade went through: it becomes 403.
+    pub fn refuse(status: StatusCode, message: impl Into<String>) -> Self {
+        let status = match status.as_u16() {
+            400..=599 => status,
+            _ => StatusCode::FORBIDDEN,
+        };
+        Self::new(status, message.into())
+    }
+
+    /// 401 Unauthorized: the request carries no valid credentials.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message.into())
+    }
+
+    /// 500: the authentication hook panicked (the panic goes to the error hook, not
+    /// to the client).
+    pub(crate) fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal server error".to_owned(),
+        )
+    }
+
     /// 503: the server is shutting down.
     pub(crate) fn service_unavailable() -> Self {
         Self::new(
@@ -176,11 +203,14 @@ impl HandshakeError {
         )
     }
 
-    fn forbidden(message: String) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
+    /// 403 Forbidden: the credentials are valid but not enough (or the origin is not
+    /// allowed).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message.into())
     }
 
-    /// The HTTP status: 426, 405, 400 or 403 (503 while shutting down).
+    /// The HTTP status: 426, 405, 400 or 403 (503 while shutting down), or the one an
+    /// authentication hook chose.
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -477,6 +507,30 @@ mod tests {
                 &OriginPolicy::insecure_allow_any()
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn refusals_from_hooks_keep_error_statuses_only() {
+        let refusal = HandshakeError::refuse(StatusCode::TOO_MANY_REQUESTS, "slow down");
+        assert_eq!(refusal.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refusal.to_response().body(), "slow down\n");
+        // The edges of the error range are kept; one past them is not.
+        for (given, kept) in [(400, 400), (599, 599), (399, 403), (600, 403), (101, 403)] {
+            let status = StatusCode::from_u16(given).unwrap();
+            assert_eq!(
+                HandshakeError::refuse(status, "x").status().as_u16(),
+                kept,
+                "{given}"
+            );
+        }
+        assert_eq!(
+            HandshakeError::unauthorized("who").status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            HandshakeError::forbidden("no").status(),
+            StatusCode::FORBIDDEN
         );
     }
 

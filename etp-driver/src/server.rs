@@ -12,11 +12,16 @@ use futures_util::future::{Either, select};
 use crate::conn::{Conn, Control, Request};
 use crate::driver::{Driver, WebSocket};
 use crate::error::{Error, panic_message};
-use crate::handler::{BuildError, Registry, hook_builder_methods};
+use crate::handler::{BoxFuture, BuildError, Registry, hook_builder_methods};
 use crate::handshake::{HandshakeError, OriginPolicy};
 use crate::hub::{Hub, Rooms};
+use crate::observe::{self, Side};
 use crate::runtime::Runtime;
 use crate::tracker::{Tracker, Waiters};
+
+/// The authentication hook: the upgrade request in, the request to connect with (or
+/// the refusal) out.
+type AuthHook = Arc<dyn Fn(Request) -> BoxFuture<Result<Request, HandshakeError>> + Send + Sync>;
 
 /// Configures a [`Server`]: handlers, hooks, limits, origin policy.
 pub struct ServerBuilder<R> {
@@ -24,6 +29,7 @@ pub struct ServerBuilder<R> {
     registry: Registry,
     origins: OriginPolicy,
     handshake_timeout: Duration,
+    auth: Option<AuthHook>,
 }
 
 /// How long a client may take to send its upgrade request, unless configured.
@@ -37,6 +43,7 @@ impl<R: Runtime> ServerBuilder<R> {
             registry: Registry::default(),
             origins: OriginPolicy::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            auth: None,
         }
     }
 
@@ -67,6 +74,47 @@ impl<R: Runtime> ServerBuilder<R> {
         self.origin_policy(OriginPolicy::patterns(patterns))
     }
 
+    /// Decides, before the upgrade, whether a request may connect: the hook gets the
+    /// request (URI with query, headers, the extensions earlier tower layers set, the
+    /// peer's address) once the handshake and origin checks passed, and either returns
+    /// it, possibly with values added to its extensions, which `on_connect` and the
+    /// handlers then read from [`Conn::request`], or refuses with a status and a
+    /// message ([`HandshakeError::unauthorized`], [`HandshakeError::forbidden`],
+    /// [`HandshakeError::refuse`]) that the client gets as the HTTP response. Refusals
+    /// go to the error hook as [`Error::Refused`]; a panicking hook refuses with 500
+    /// and is reported as [`Error::HookPanicked`] (`"authenticate"`).
+    ///
+    /// Every adapter runs it: standalone `listen`/`serve`, hyper's `upgrade`, the axum
+    /// route, async-std's server. The hook may await (a database, a token service);
+    /// the client's upgrade waits meanwhile, so bound such calls with a timeout.
+    ///
+    /// ```
+    /// # fn demo(builder: etp_driver::ServerBuilder<impl etp_driver::Runtime>) {
+    /// use etp_driver::{HandshakeError, Request};
+    ///
+    /// #[derive(Clone)]
+    /// struct User(String);
+    ///
+    /// let builder = builder.authenticate(|mut request: Request| async move {
+    ///     match request.query_param("token") {
+    ///         Some("secret") => {
+    ///             request.extensions_mut().insert(User("ana".into()));
+    ///             Ok(request)
+    ///         }
+    ///         _ => Err(HandshakeError::unauthorized("a valid token is required")),
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Request, HandshakeError>> + Send + 'static,
+    {
+        self.auth = Some(Arc::new(move |request| Box::pin(hook(request))));
+        self
+    }
+
     /// The server, or the first invalid handler registration.
     pub fn build(self) -> Result<Server<R>, BuildError> {
         if let Some(err) = self.registry.invalid {
@@ -80,6 +128,7 @@ impl<R: Runtime> ServerBuilder<R> {
                 hub: Arc::new(Hub::new(encoding)),
                 origins: self.origins,
                 handshake_timeout: self.handshake_timeout,
+                auth: self.auth,
                 tracker: Arc::new(Tracker::default()),
                 shutting_down: AtomicBool::new(false),
                 shutdown_waiters: Waiters::default(),
@@ -94,6 +143,7 @@ struct Shared<R> {
     hub: Arc<Hub>,
     origins: OriginPolicy,
     handshake_timeout: Duration,
+    auth: Option<AuthHook>,
     tracker: Arc<Tracker>,
     shutting_down: AtomicBool,
     /// Accept loops waiting for shutdown to begin.
@@ -180,6 +230,39 @@ impl<R: Runtime> Server<R> {
         })
     }
 
+    /// Runs the authentication hook (if any) on a request that passed
+    /// [`accept_upgrade`](Self::accept_upgrade): the request to serve the connection
+    /// with, or the refusal to answer with (already reported to the error hook).
+    /// Adapters call it between the checks and sending `101`.
+    pub async fn authenticate(&self, request: Request) -> Result<Request, HandshakeError> {
+        let Some(hook) = &self.shared.auth else {
+            return Ok(request);
+        };
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| hook(request))) {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        let registry = &self.shared.registry;
+        match outcome {
+            Ok(Ok(request)) => Ok(request),
+            Ok(Err(refusal)) => {
+                registry.report(None, Error::Refused(refusal.clone()));
+                Err(refusal)
+            }
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                registry.report(
+                    None,
+                    Error::HookPanicked {
+                        hook: "authenticate",
+                        message,
+                    },
+                );
+                Err(HandshakeError::internal())
+            }
+        }
+    }
+
     /// Reports an error that happened before a connection existed (accept, upgrade IO).
     pub fn report_error(&self, error: Error) {
         self.shared.registry.report(None, error);
@@ -188,12 +271,22 @@ impl<R: Runtime> Server<R> {
     /// Runs one connection over an upgraded WebSocket until it ends: the connect hook
     /// before the first frame is read, the frames, the disconnect hook exactly once
     /// (still in its rooms), then the rooms are left and running handlers cancelled.
+    ///
+    /// This does not run the authentication hook: adapters call
+    /// [`authenticate`](Self::authenticate) before the upgrade.
     pub async fn serve_connection<S: WebSocket>(&self, ws: S, request: Request) {
         let shared = &self.shared;
         let _active = shared.tracker.enter();
+        let _counted = observe::ConnGauge::open(Side::Server);
         let registry = shared.registry.clone();
-        let (conn, receivers) =
-            Conn::new(request, &registry.config, Some(Arc::downgrade(&shared.hub)));
+        let (conn, receivers) = Conn::new(request, &registry, Some(Arc::downgrade(&shared.hub)));
+        let span_conn = conn.clone();
+        observe::in_conn_span(&span_conn, Side::Server, self.run(ws, conn, receivers)).await;
+    }
+
+    async fn run<S: WebSocket>(&self, ws: S, conn: Conn, receivers: crate::conn::Receivers) {
+        let shared = &self.shared;
+        let registry = shared.registry.clone();
         // Unregisters however this future ends, even if it is dropped mid-way.
         let registration = Registration::new(&shared.hub, &conn);
         if self.is_shutting_down() {
@@ -211,6 +304,7 @@ impl<R: Runtime> Server<R> {
             driver.before_start(hook).await;
         }
         let reason = driver.run().await;
+        observe::connection_ended(&reason);
         if let Some(hook) = &registry.on_disconnect {
             run_hook(&registry, &conn, "on_disconnect", || {
                 hook(conn.clone(), reason)

@@ -45,6 +45,8 @@ pub use etp_driver::{
     DialError, DisconnectReason, EmitError, Ended, Error, Event, Handler, HandshakeError, IntoAck,
     OriginPolicy, Request, Rooms, SlowConsumerPolicy, proto,
 };
+#[cfg(feature = "json")]
+pub use etp_driver::{DecodeError, Json, JsonError};
 
 /// The etp server on tokio.
 pub type Server = etp_driver::Server<TokioRuntime>;

@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use crate::Server;
 
 /// Answers an upgrade request: `101` and the connection runs in a new task, or the
-/// refusal (426, 405, 400, 403, 503) with a short text body, reported to the error hook.
+/// refusal (426, 405, 400, 403, 503, or the authentication hook's) with a short text
+/// body, reported to the error hook. The server's authentication hook runs after the
+/// handshake checks and before `101`.
 ///
 /// Works for any request hyper serves with upgrades enabled (plain hyper, axum). The
 /// body type is the caller's: anything built from a `String`. Mounting etp at `/ws` in
@@ -65,12 +67,17 @@ where
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let (parts, _) = request.into_parts();
+    // Before `101`: a refusal is an ordinary HTTP response, and the upgrade future is
+    // dropped unused.
+    let request = match server.authenticate(Request::new(parts, remote_addr)).await {
+        Ok(request) => request,
+        Err(refusal) => return refusal.to_response().map(Out::from),
+    };
     let server = server.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let config = websocket_config(server.conn_config());
-                let request = Request::new(parts, remote_addr);
                 // `Upgraded` is a boxed socket that checks for rewound bytes on every
                 // read: three layers of calls per read and write. When it holds the
                 // plain TCP socket (this crate's server, axum's `serve`), the

@@ -198,3 +198,103 @@ async fn a_refusal_during_shutdown_is_reported_like_the_others() {
     }
     serving.abort();
 }
+
+/// Authentication split between a tower layer (which knows the user) and etp's hook
+/// (which decides who may connect): both see the same request, and what each
+/// attaches reaches the connection.
+#[tokio::test]
+async fn a_tower_layers_user_reaches_the_authentication_hook_and_the_connection() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Admitted(bool);
+
+    let (builder, mut hooks) = hooked(Server::builder());
+    let server = builder
+        .authenticate(|mut request: etp_tokio::Request| async move {
+            match request.extensions().get::<User>() {
+                Some(User("ana")) => {
+                    request.extensions_mut().insert(Admitted(true));
+                    Ok(request)
+                }
+                Some(User(other)) => Err(etp_tokio::HandshakeError::forbidden(format!(
+                    "{other} may not connect"
+                ))),
+                None => Err(etp_tokio::HandshakeError::unauthorized("log in first")),
+            }
+        })
+        .on("whoami", |conn: Conn, _: Event| async move {
+            let extensions = conn.request().extensions();
+            format!(
+                "{:?} {:?}",
+                extensions.get::<User>(),
+                extensions.get::<Admitted>()
+            )
+        })
+        .build()
+        .unwrap();
+    // The layer maps a bearer token to a user, as an authentication middleware would.
+    let app = axum::Router::new()
+        .route("/ws", etp_tokio::axum::route(server.clone()))
+        .layer(middleware::from_fn(
+            |mut request: Request, next: Next| async move {
+                let user = match request.headers().get("authorization") {
+                    Some(v) if v == "Bearer t-ana" => Some(User("ana")),
+                    Some(v) if v == "Bearer t-bob" => Some(User("bob")),
+                    _ => None,
+                };
+                if let Some(user) = user {
+                    request.extensions_mut().insert(user);
+                }
+                next.run(request).await
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+
+    let response = http_exchange(addr, &upgrade_request("GET", addr, "/ws", "")).await;
+    assert_eq!(
+        (response.status, response.body.as_str()),
+        (401, "log in first\n")
+    );
+    let (conn, err) = hooks.errors.next().await;
+    assert!(conn.is_none());
+    assert!(matches!(err, etp_tokio::Error::Refused(_)), "{err:?}");
+    let response = http_exchange(
+        addr,
+        &upgrade_request("GET", addr, "/ws", "Authorization: Bearer t-bob\r\n"),
+    )
+    .await;
+    assert_eq!(
+        (response.status, response.body.as_str()),
+        (403, "bob may not connect\n")
+    );
+    hooks.errors.next().await;
+    assert!(hooks.connects.try_next().is_none());
+
+    let client = Client::builder().build().unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", "Bearer t-ana".parse().unwrap());
+    within(
+        "dial",
+        client.dial_with_headers(&format!("ws://{addr}/ws"), headers),
+    )
+    .await
+    .unwrap();
+    let conn = hooks.connects.next().await;
+    assert_eq!(
+        conn.request().extensions().get::<Admitted>(),
+        Some(&Admitted(true))
+    );
+    assert_eq!(
+        within("ack", client.emit_with_ack("whoami", ""))
+            .await
+            .unwrap(),
+        "Some(User(\"ana\")) Some(Admitted(true))"
+    );
+    client.close();
+    hooks.disconnects.next().await;
+    assert_eq!(within("shutdown", server.shutdown(GUARD)).await, 0);
+    serving.abort();
+}
