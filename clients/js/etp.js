@@ -455,6 +455,7 @@ export class EtpClient {
    * @param {number} [code] close code (default 1000)
    * @param {string} [reason]
    * @returns {this}
+   * @throws {RangeError} for a code other than 1000 or 3000..4999 (what browsers allow)
    */
   close(code = 1000, reason = "") {
     if (code !== 1000 && !(Number.isInteger(code) && code >= 3000 && code <= 4999)) {
