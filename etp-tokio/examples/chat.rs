@@ -45,7 +45,12 @@ fn room_of(conn: &Conn) -> Option<String> {
 
 /// The event's data as a short line of text.
 fn line(event: &Event) -> String {
-    String::from_utf8_lossy(event.data())
+    short_line(event.data())
+}
+
+/// Data as a line of text of at most 200 characters.
+fn short_line(data: &[u8]) -> String {
+    String::from_utf8_lossy(data)
         .trim()
         .chars()
         .take(200)
@@ -103,8 +108,8 @@ async fn ask_nick(conn: Conn) {
             return;
         }
     };
-    let nick = String::from_utf8_lossy(&answer).trim().to_owned();
-    let greeting = if nick.is_empty() || nick.chars().count() > 40 {
+    let nick = short_line(&answer);
+    let greeting = if nick.is_empty() {
         format!(
             "welcome, {} (no usable nick in your answer)",
             nick_of(&conn)

@@ -158,6 +158,11 @@ async function main() {
   await check("server-initiated ack: the server asks each page for its nick and greets it by its answer", async () => {
     await waitForLog(alice, "A", "welcome, alice");
     await waitForLog(bob, "B", "welcome, bob");
+    // The server checks the answer: a page without a nick answers "" and keeps its guest name.
+    const anonymous = await open("C", "");
+    await waitForLog(anonymous, "C", "(no usable nick in your answer)");
+    pages.pop();
+    await anonymous.close();
   });
 
   await check("both pages join a room (emitWithAck browser -> server)", async () => {
