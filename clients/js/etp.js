@@ -644,12 +644,13 @@ export class EtpClient {
 
   // A throwing hook must not break the client's state: its error goes to the host's
   // error reporting (the console and `window.onerror` in a browser) and the client goes on.
+  // An async hook's rejection is reported the same way.
   #hook(hook, ...args) {
     try {
-      hook(...args);
+      const result = hook(...args);
+      if (typeof result?.then === "function") result.then(undefined, reportHookError);
     } catch (error) {
-      if (typeof globalThis.reportError === "function") globalThis.reportError(error);
-      else console.error("etp: a hook threw:", error);
+      reportHookError(error);
     }
   }
 }
@@ -663,6 +664,11 @@ export class EtpClient {
  */
 export default function etp(url, options) {
   return new EtpClient(url, options);
+}
+
+function reportHookError(error) {
+  if (typeof globalThis.reportError === "function") globalThis.reportError(error);
+  else console.error("etp: a hook failed:", error);
 }
 
 function detach(ws) {

@@ -755,5 +755,25 @@ describe("EtpClient", () => {
       mock.timers.tick(10);
       assert.equal(WS.instances.length, 2);
     });
+
+    it("reports an async hook's rejection to reportError too", async (t) => {
+      const reported = [];
+      const hadReportError = "reportError" in globalThis;
+      const original = globalThis.reportError;
+      globalThis.reportError = (error) => reported.push(error.message);
+      t.after(() => {
+        if (hadReportError) globalThis.reportError = original;
+        else delete globalThis.reportError;
+      });
+      const client = etp("ws://h/", { WebSocket: WS });
+      client.onConnect(async () => {
+        throw new Error("async hook bug");
+      });
+      client.connect();
+      WS.instances[0].open();
+      await flush();
+      assert.deepEqual(reported, ["async hook bug"]);
+      assert.equal(client.connected, true);
+    });
   });
 });
