@@ -141,6 +141,7 @@ async function main() {
   server = await startServer(port);
   browser = await chromium.launch({ executablePath: args.chromium, args: CHROMIUM_ARGS, timeout: STEP_TIMEOUT_MS });
   const context = await browser.newContext();
+  context.setDefaultTimeout(STEP_TIMEOUT_MS);
   const pageErrors = [];
   const pages = [];
   const open = async (who, nick) => {
@@ -265,6 +266,9 @@ async function cleanUp() {
   server?.child.kill("SIGKILL");
   await browser?.close().catch(() => {});
 }
+
+// Never leave the server behind, however this process ends.
+process.on("exit", () => server?.child.kill("SIGKILL"));
 
 const watchdog = setTimeout(() => {
   console.error(`\nbrowser test: FAILED: the whole test took more than ${WHOLE_TEST_TIMEOUT_MS} ms`);
