@@ -3,33 +3,54 @@
 //! ```sh
 //! cargo run -p etp-tokio --example chat          # then open http://127.0.0.1:8080
 //! cargo run -p etp-tokio --example chat -- 127.0.0.1:9000
+//! cargo run -p etp-tokio --example chat -- --port 9000
 //! ```
 //!
-//! The page (served at `/`) speaks etp with a few lines of hand-written JavaScript:
-//! `nick` and `join` are requests with acknowledgements, `say` is fire-and-forget, and
-//! the server broadcasts `msg` to the room, encoding each message once.
+//! The page (served at `/`) uses the repository's JavaScript client, `clients/js/etp.js`,
+//! served at `/etp.js`. `nick` and `join` are requests with acknowledgements, `say` is
+//! fire-and-forget, and the server broadcasts `msg` to the room, encoding each message
+//! once. In the other direction, the server asks each client that connects for its
+//! nickname (`who`, an emit with acknowledgement the page answers) and greets it with
+//! `welcome`. `echo` answers with the data it was sent, text or bytes; the browser test
+//! (`clients/js/e2e/browser.mjs`) uses it for the binary round trip.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::http::header;
 use axum::response::Html;
 use axum::routing::get;
+use bytes::Bytes;
 use etp_tokio::{Conn, Event, Server};
 
-/// The chat state of one connection, kept in its data store.
-#[derive(Clone, Default)]
-struct Member {
-    nick: String,
-    room: Option<String>,
+/// A connection's nickname, kept in its data store.
+#[derive(Clone)]
+struct Nick(String);
+
+/// The room a connection is in. Kept apart from [`Nick`]: handlers of one connection run
+/// concurrently, and each writes only its own value.
+#[derive(Clone)]
+struct Room(String);
+
+fn nick_of(conn: &Conn) -> String {
+    conn.data()
+        .get::<Nick>()
+        .map(|Nick(nick)| nick)
+        .unwrap_or_default()
 }
 
-fn member(conn: &Conn) -> Member {
-    conn.data().get::<Member>().unwrap_or_default()
+fn room_of(conn: &Conn) -> Option<String> {
+    conn.data().get::<Room>().map(|Room(room)| room)
 }
 
 /// The event's data as a short line of text.
 fn line(event: &Event) -> String {
-    String::from_utf8_lossy(event.data())
+    short_line(event.data())
+}
+
+/// Data as a line of text of at most 200 characters.
+fn short_line(data: &[u8]) -> String {
+    String::from_utf8_lossy(data)
         .trim()
         .chars()
         .take(200)
@@ -41,9 +62,7 @@ async fn nick(conn: Conn, event: Event) -> String {
     if nick.is_empty() {
         return "error: empty nick".to_owned();
     }
-    let mut me = member(&conn);
-    me.nick = nick.clone();
-    conn.data().insert(me);
+    conn.data().insert(Nick(nick.clone()));
     format!("ok: you are {nick}")
 }
 
@@ -52,43 +71,82 @@ async fn join(conn: Conn, event: Event) -> String {
     if room.is_empty() {
         return "error: empty room".to_owned();
     }
-    let mut me = member(&conn);
-    if let Some(old) = me.room.take() {
+    if let Some(old) = room_of(&conn) {
         conn.leave(&old);
     }
     conn.join(&room);
+    conn.data().insert(Room(room.clone()));
     let members = conn.server_rooms().map_or(0, |rooms| rooms.len(&room));
-    me.room = Some(room.clone());
-    conn.data().insert(me);
     format!("ok: joined {room} ({members} here)")
 }
 
 async fn say(conn: Conn, event: Event) {
-    let me = member(&conn);
-    let (Some(room), Some(rooms)) = (me.room, conn.server_rooms()) else {
+    let (Some(room), Some(rooms)) = (room_of(&conn), conn.server_rooms()) else {
         let _ = conn.emit("msg", "(join a room first)");
         return;
     };
-    let message = format!("{}: {}", me.nick, line(&event));
+    let message = format!("{}: {}", nick_of(&conn), line(&event));
     let _ = rooms.broadcast([room.as_str()], "msg", message.as_bytes(), None);
+}
+
+/// Answers with the data as sent: a text message stays text, bytes stay bytes.
+async fn echo(_conn: Conn, event: Event) -> Bytes {
+    event.into_data()
+}
+
+/// Asks a new connection for its nickname and greets it by the name it gave, so the
+/// page shows that its answer reached the server. Spawned from the connect hook: the
+/// hook runs before the connection's frames are read, so it cannot wait for the answer.
+async fn ask_nick(conn: Conn) {
+    let answer = match conn
+        .emit_with_ack_timeout("who", "what is your nick?", Duration::from_secs(10))
+        .await
+    {
+        Ok(answer) => answer,
+        Err(err) => {
+            eprintln!("{}: no answer to who: {err}", nick_of(&conn));
+            return;
+        }
+    };
+    let nick = short_line(&answer);
+    let greeting = if nick.is_empty() {
+        format!(
+            "welcome, {} (no usable nick in your answer)",
+            nick_of(&conn)
+        )
+    } else {
+        conn.data().insert(Nick(nick.clone()));
+        format!("welcome, {nick}")
+    };
+    let _ = conn.emit("welcome", greeting);
+}
+
+/// The address to listen on: `ADDR` or `--port N` (on 127.0.0.1), default 127.0.0.1:8080.
+fn listen_addr() -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        [flag, port] if flag == "--port" => Ok(SocketAddr::from(([127, 0, 0, 1], port.parse()?))),
+        [addr] => Ok(addr.parse()?),
+        _ => Err("usage: chat [ADDR | --port N]".into()),
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into())
-        .parse()?;
+    let addr = listen_addr()?;
     let server = Server::builder()
         .on_connect(|conn: Conn| async move {
             let nick = format!("guest-{}", &conn.id().to_string()[..6]);
-            conn.data().insert(Member { nick, room: None });
+            conn.data().insert(Nick(nick));
+            tokio::spawn(ask_nick(conn));
         })
         .on("nick", nick)
         .on("join", join)
         .on("say", say)
+        .on("echo", echo)
         .on_disconnect(|conn: Conn, reason| async move {
-            println!("{} left: {reason}", member(&conn).nick);
+            println!("{} left: {reason}", nick_of(&conn));
         })
         .on_error(|conn, err| eprintln!("error ({:?}): {err}", conn.map(|c| c.id())))
         .keepalive(Duration::from_secs(20), Duration::from_secs(60))
@@ -96,6 +154,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = axum::Router::new()
         .route("/", get(|| async { Html(PAGE) }))
+        .route(
+            "/etp.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], CLIENT) }),
+        )
         .route("/ws", etp_tokio::axum::route(server.clone()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("chat on http://{addr} (ctrl-c to stop)");
@@ -112,3 +174,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 const PAGE: &str = include_str!("chat.html");
+const CLIENT: &str = include_str!("../../clients/js/etp.js");
