@@ -1,5 +1,7 @@
 //! A private `redis-server` per test: started on a free loopback port without
-//! persistence, restartable on the same port, killed when dropped.
+//! persistence, restartable on the same port, killed when dropped. Shared by the
+//! tests, the two_nodes example and the scale-out benchmark.
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
