@@ -335,3 +335,31 @@ async fn connecting_to_nothing_fails_clearly() {
         .expect_err("not a Redis URL");
     assert!(matches!(err, ConnectError::InvalidUrl(_)), "{err:?}");
 }
+
+/// The publishing queue holds exactly `queue_capacity` messages: on a one-thread
+/// runtime nothing drains it while the test publishes without awaiting.
+#[tokio::test]
+async fn the_publishing_queue_holds_exactly_its_capacity() {
+    let redis = RedisServer::start();
+    let config = RedisConfig::new(redis.url()).queue_capacity(4);
+    let broker = within("Redis", RedisBroker::connect(config))
+        .await
+        .expect("Redis answers");
+    // Default timings: no heartbeat falls inside the test.
+    let node = start_node(broker.clone(), ClusterConfig::default()).await;
+    eventually("the subscription", || broker.is_connected()).await;
+    // Let the hello leave the queue.
+    eventually("the hello to be sent", || broker.stats().published >= 1).await;
+    let rooms = node.server.rooms();
+    for n in 0..4 {
+        let report = rooms.broadcast_all("fill", b"", None).expect("broadcast");
+        assert!(!report.unpublished, "message {n} within the bound");
+    }
+    let report = rooms.broadcast_all("over", b"", None).expect("broadcast");
+    assert!(report.unpublished, "one past the bound is refused");
+    assert_eq!(broker.stats().dropped_queue_full, 1);
+    // The queue drains and takes messages again.
+    eventually("the queue to drain", || broker.stats().published >= 5).await;
+    let report = rooms.broadcast_all("again", b"", None).expect("broadcast");
+    assert!(!report.unpublished);
+}
