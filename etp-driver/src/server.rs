@@ -42,6 +42,9 @@ impl<R: Runtime> ServerBuilder<R> {
     /// node, and [`Server::cluster`] answers for all of them. `broker` carries the
     /// messages (`etp-redis` for Redis, [`MemoryBus`](crate::cluster::MemoryBus) in one
     /// process). Without it the server is on its own, at no extra cost.
+    ///
+    /// [`build`](Self::build) then starts the node (its heartbeat task, the broker) on
+    /// the server's runtime, so call it from inside that runtime.
     pub fn cluster(mut self, broker: impl Broker, config: ClusterConfig) -> Self {
         self.cluster = Some((Box::new(broker), config));
         self

@@ -104,6 +104,8 @@ struct Inner {
     connected: AtomicBool,
     stopped: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The runtime `connect` ran on: the broker's tasks run there.
+    runtime: tokio::runtime::Handle,
     counters: Counters,
 }
 
@@ -117,7 +119,7 @@ struct Inner {
 /// logged (a `tracing` warning) and counted, since pub/sub may have lost messages
 /// meanwhile.
 ///
-/// Needs a tokio runtime (the server's).
+/// Its tasks run on the tokio runtime [`connect`](Self::connect) was awaited on.
 #[derive(Clone)]
 pub struct RedisBroker {
     inner: Arc<Inner>,
@@ -171,6 +173,7 @@ impl RedisBroker {
                 connected: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
                 tasks: Mutex::new(Vec::new()),
+                runtime: tokio::runtime::Handle::current(),
                 counters: Counters::default(),
             }),
         })
@@ -207,8 +210,9 @@ impl Broker for RedisBroker {
             tracing::error!("RedisBroker::start called twice; a broker serves one server");
             return;
         };
-        let subscriber = tokio::spawn(subscribe_loop(self.inner.clone(), node, inbox));
-        let publisher = tokio::spawn(publish_loop(self.inner.clone(), node, queue_rx));
+        let runtime = &self.inner.runtime;
+        let subscriber = runtime.spawn(subscribe_loop(self.inner.clone(), node, inbox));
+        let publisher = runtime.spawn(publish_loop(self.inner.clone(), node, queue_rx));
         let mut tasks = self
             .inner
             .tasks
