@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::RedisConfig;
+use crate::config::hide_password;
 
 /// Redis could not be reached when the broker was created.
 #[derive(Debug)]
@@ -282,16 +283,6 @@ fn connection_config(config: &RedisConfig) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.connect_timeout))
-}
-
-fn hide_password(url: &str) -> String {
-    match url.split_once('@') {
-        Some((scheme_user, host)) => {
-            let scheme = scheme_user.split_once("://").map_or("redis", |(s, _)| s);
-            format!("{scheme}://***@{host}")
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// Exponential backoff between attempts, reset by a success.

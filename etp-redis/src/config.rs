@@ -30,13 +30,7 @@ pub struct RedisConfig {
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The URL may carry a password: show where it points, not who logs in.
-        let url = match self.url.split_once('@') {
-            Some((scheme_user, host)) => {
-                let scheme = scheme_user.split_once("://").map_or("", |(s, _)| s);
-                format!("{scheme}://***@{host}")
-            }
-            None => self.url.clone(),
-        };
+        let url = hide_password(&self.url);
         f.debug_struct("RedisConfig")
             .field("url", &url)
             .field("prefix", &self.prefix)
@@ -126,6 +120,17 @@ impl RedisConfig {
 
     pub(crate) fn node_channel(&self, node: etp_driver::cluster::NodeId) -> String {
         format!("{}:node:{node}", self.prefix)
+    }
+}
+
+/// `url` without its credentials, for messages and logs.
+pub(crate) fn hide_password(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((scheme_user, host)) => {
+            let scheme = scheme_user.split_once("://").map_or("redis", |(s, _)| s);
+            format!("{scheme}://***@{host}")
+        }
+        None => url.to_owned(),
     }
 }
 
