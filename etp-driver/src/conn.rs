@@ -184,7 +184,10 @@ impl Conn {
         let (commands, command_rx) = mpsc::unbounded();
         let (control, control_rx) = mpsc::unbounded();
         let inner = ConnInner {
-            id: ConnId::random(),
+            id: hub
+                .as_ref()
+                .and_then(Weak::upgrade)
+                .map_or_else(ConnId::random, |hub| hub.new_conn_id()),
             request,
             data: ConnData::default(),
             commands,

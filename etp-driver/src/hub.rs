@@ -18,6 +18,8 @@ pub(crate) struct Hub {
     conns: Mutex<HashMap<ConnId, Conn>>,
     rooms: Mutex<Registry<Conn>>,
     encoding: Encoding,
+    /// This server's place in a cluster, when it has one.
+    pub(crate) node: Option<Arc<crate::cluster::Node>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -27,12 +29,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub(crate) fn new(encoding: Encoding) -> Self {
+    pub(crate) fn new(encoding: Encoding, node: Option<Arc<crate::cluster::Node>>) -> Self {
         Self {
             conns: Mutex::new(HashMap::new()),
             rooms: Mutex::new(Registry::new()),
             encoding,
+            node,
         }
+    }
+
+    /// A fresh connection id; on a cluster node it starts with the node's id.
+    pub(crate) fn new_conn_id(&self) -> ConnId {
+        self.node
+            .as_ref()
+            .map_or_else(ConnId::random, |node| node.new_conn_id())
     }
 
     pub(crate) fn register(&self, conn: &Conn) {
@@ -78,6 +88,9 @@ pub struct BroadcastReport {
     pub queued: usize,
     /// Connections skipped because they had closed or were over their outbound bound.
     pub skipped: usize,
+    /// On a cluster node: the broker refused the frame (queue full, disconnected), so
+    /// the other nodes' members did not get it. Always false without a cluster.
+    pub unpublished: bool,
 }
 
 impl Rooms {
@@ -146,6 +159,10 @@ impl Rooms {
     /// connection `except`. The frame is encoded once and queued on each member without
     /// waiting: a slow member is handled by its slow-consumer policy and never delays
     /// the others.
+    ///
+    /// On a [cluster](crate::cluster) node the frame is first published to the other
+    /// nodes, which deliver it to their members (at most once), then delivered here;
+    /// the report counts this node's members.
     pub fn broadcast<'a>(
         &self,
         rooms: impl IntoIterator<Item = &'a str>,
@@ -154,11 +171,21 @@ impl Rooms {
         except: Option<ConnId>,
     ) -> Result<BroadcastReport, EmitError> {
         let frame = self.encode(event, data)?;
+        let Some(node) = &self.hub.node else {
+            let members = self.members(rooms);
+            return Ok(deliver(&frame, members.iter(), except));
+        };
+        let rooms: Vec<&str> = rooms.into_iter().collect();
+        let names = rooms.iter().map(|r| (*r).to_owned()).collect();
+        let published = node.publish_broadcast(&frame, Some(names), except);
         let members = self.members(rooms);
-        Ok(deliver(&frame, members.iter(), except))
+        let mut report = deliver(&frame, members.iter(), except);
+        report.unpublished = published.is_err();
+        Ok(report)
     }
 
-    /// Emits `event` to every live connection except `except`, encoding it once.
+    /// Emits `event` to every live connection except `except`, encoding it once (on
+    /// every node of a [cluster](crate::cluster), as [`broadcast`](Self::broadcast)).
     pub fn broadcast_all(
         &self,
         event: &str,
@@ -166,8 +193,15 @@ impl Rooms {
         except: Option<ConnId>,
     ) -> Result<BroadcastReport, EmitError> {
         let frame = self.encode(event, data)?;
+        let published = self
+            .hub
+            .node
+            .as_ref()
+            .map(|node| node.publish_broadcast(&frame, None, except));
         let all = self.all();
-        Ok(deliver(&frame, all.iter(), except))
+        let mut report = deliver(&frame, all.iter(), except);
+        report.unpublished = published.is_some_and(|p| p.is_err());
+        Ok(report)
     }
 
     fn encode(&self, event: &str, data: &[u8]) -> Result<Bytes, EmitError> {

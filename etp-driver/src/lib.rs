@@ -7,6 +7,8 @@
 //!   handlers (bounded per connection, panics contained) and fires the timers.
 //! * [`Conn`]: the connection handle: emit, emit with ack, ping, close, rooms, data.
 //! * [`Rooms`]: the server's rooms and connections, with encode-once broadcast.
+//! * [`cluster`]: several servers as one (rooms, broadcasts, emits to any
+//!   connection id) through a broker such as Redis (`etp-redis`).
 //! * [`handshake`]: Go etp's upgrade rules (statuses, messages, origin check).
 //!
 //! Applications use the adapters (`etp-tokio`, `etp-async-std`), which add sockets
@@ -84,6 +86,7 @@
 #![deny(missing_docs)]
 
 mod client;
+pub mod cluster;
 mod config;
 mod conn;
 mod data;

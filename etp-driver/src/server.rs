@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::{Either, select};
 
+use crate::cluster::{Broker, Cluster, ClusterConfig, Node};
 use crate::conn::{Conn, Control, Request};
 use crate::driver::{Driver, WebSocket};
 use crate::error::{Error, panic_message};
@@ -30,6 +31,7 @@ pub struct ServerBuilder<R> {
     origins: OriginPolicy,
     handshake_timeout: Duration,
     auth: Option<AuthHook>,
+    cluster: Option<(Box<dyn Broker>, ClusterConfig)>,
 }
 
 /// How long a client may take to send its upgrade request, unless configured.
@@ -44,7 +46,20 @@ impl<R: Runtime> ServerBuilder<R> {
             origins: OriginPolicy::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             auth: None,
+            cluster: None,
         }
+    }
+
+    /// Makes the server one node of a [cluster](crate::cluster): broadcasts reach every
+    /// node, and [`Server::cluster`] answers for all of them. `broker` carries the
+    /// messages (`etp-redis` for Redis, [`MemoryBus`](crate::cluster::MemoryBus) in one
+    /// process). Without it the server is on its own, at no extra cost.
+    ///
+    /// [`build`](Self::build) then starts the node (its heartbeat task, the broker) on
+    /// the server's runtime, so call it from inside that runtime.
+    pub fn cluster(mut self, broker: impl Broker, config: ClusterConfig) -> Self {
+        self.cluster = Some((Box::new(broker), config));
+        self
     }
 
     hook_builder_methods!();
@@ -121,11 +136,18 @@ impl<R: Runtime> ServerBuilder<R> {
             return Err(err);
         }
         let encoding = self.registry.config.session.encoding;
+        let node = self.cluster.map(|(broker, config)| {
+            Arc::new(Node::new(self.runtime.clone(), broker, config, encoding))
+        });
+        let hub = Arc::new(Hub::new(encoding, node));
+        if let Some(node) = &hub.node {
+            node.start(Arc::downgrade(&hub));
+        }
         Ok(Server {
             shared: Arc::new(Shared {
                 runtime: self.runtime,
                 registry: Arc::new(self.registry),
-                hub: Arc::new(Hub::new(encoding)),
+                hub,
                 origins: self.origins,
                 handshake_timeout: self.handshake_timeout,
                 auth: self.auth,
@@ -191,6 +213,12 @@ impl<R: Runtime> Server<R> {
         Rooms {
             hub: self.shared.hub.clone(),
         }
+    }
+
+    /// The cluster this server is a node of: emits, joins and room questions for
+    /// every node (answered locally on a server without a cluster).
+    pub fn cluster(&self) -> Cluster {
+        self.rooms().cluster()
     }
 
     /// The runtime connections run on.
@@ -340,13 +368,17 @@ impl<R: Runtime> Server<R> {
 
     /// Shuts down: refuses new connections, lets every connection finish its running
     /// handlers and close with 1000 (all at once), and waits up to `timeout`. Connections
-    /// still open then are dropped. Returns how many had to be dropped.
+    /// still open then are dropped. Returns how many had to be dropped. A cluster node
+    /// says bye first, so that the other nodes stop routing to it at once.
     ///
     /// Events read after shutdown began are not handled, and their requests are not
     /// answered: they fail on the peer's side with the connection-closed error when the
     /// close arrives. An acknowledgement always means that the event was handled.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
         let shared = &self.shared;
+        if let Some(node) = &shared.hub.node {
+            node.stop();
+        }
         shared.shutdown_waiters.change(|| {
             shared.shutting_down.store(true, Ordering::Release);
             true
