@@ -27,7 +27,7 @@ use etp_proto::{AckFailure, CloseReason, Output, ProtocolError, ReplyToken, Sess
 
 use crate::conn::{AckSender, Command, Conn, Control, Receivers};
 use crate::error::{AckError, DisconnectReason, Error, panic_message};
-use crate::handler::{BoxFuture, Event, Registry};
+use crate::handler::{BoxFuture, Call, Event, Registry};
 use crate::observe::{self, EventSpan};
 use crate::runtime::Runtime;
 
@@ -578,10 +578,12 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let started = span.in_scope(|| {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let mut future = handler.call(conn.clone(), Event::new(name, data));
-                match future.as_mut().poll(&mut cx) {
-                    Poll::Ready(data) => Ok(data),
-                    Poll::Pending => Err(future),
+                match handler.call(conn, Event::new(name, data)) {
+                    Call::Done(data) => Ok(data),
+                    Call::Async(mut future) => match future.as_mut().poll(&mut cx) {
+                        Poll::Ready(data) => Ok(data),
+                        Poll::Pending => Err(future),
+                    },
                 }
             }))
         });

@@ -117,13 +117,33 @@ impl<T: IntoAck> IntoAck for Option<T> {
     }
 }
 
-/// An event handler: an async function of the connection and the event whose result
-/// is the acknowledgement data.
+/// What calling a [`Handler`] gives: the acknowledgement data at once, or a future of
+/// it that the connection runs.
+pub enum Call {
+    /// The handler finished: its acknowledgement data.
+    Done(Bytes),
+    /// The handler runs on: the connection polls this and answers with its output.
+    Async(BoxFuture<Bytes>),
+}
+
+/// An event handler: a function of the connection and the event whose result is the
+/// acknowledgement data.
 ///
-/// Implemented for every `Fn(Conn, Event) -> impl Future<Output = impl IntoAck>`, the
-/// zero-cost raw form, and with the `json` feature for every
-/// `Fn(Conn, Json<T>) -> impl Future<Output = impl IntoAck>`, which decodes the data
-/// first. `Args` only tells the two apart; handlers are stored and called the same way.
+/// Two forms, told apart by the connection argument:
+///
+/// * **async**, `Fn(Conn, Event) -> impl Future<Output = impl IntoAck>`: may await
+///   (an acknowledgement from the peer, a database). A future that finishes on its first
+///   poll is answered at once; one that waits runs beside the connection's other
+///   handlers (up to `handler_concurrency`).
+/// * **immediate**, `Fn(&Conn, Event) -> impl IntoAck`: runs to completion on the
+///   connection's task while the event is read, with no future to allocate and no
+///   connection handle to clone: the cheapest form, for handlers that only compute,
+///   emit, join rooms or broadcast. It must not block: the connection reads nothing
+///   else until it returns.
+///
+/// With the `json` feature the same two forms take `Json<T>` instead of `Event`, which
+/// decodes the data first. `Args` only tells the forms apart; the registry stores and
+/// calls them all the same way.
 ///
 /// ```
 /// use etp_driver::{Conn, Event, Handler};
@@ -131,13 +151,18 @@ impl<T: IntoAck> IntoAck for Option<T> {
 /// async fn hello(conn: Conn, event: Event) -> String {
 ///     format!("hello {}, you sent {} bytes", conn.id(), event.data().len())
 /// }
+/// fn echo(_conn: &Conn, event: Event) -> etp_driver::Bytes {
+///     event.into_data()
+/// }
 /// fn assert_handler<A>(_: impl Handler<A>) {}
 /// assert_handler(hello);
+/// assert_handler(echo);
 /// assert_handler(|_conn: Conn, _event: Event| async {});
+/// assert_handler(|conn: &Conn, _event: Event| conn.id().to_string());
 /// ```
 pub trait Handler<Args = (Conn, Event)>: Send + Sync + 'static {
-    /// Runs the handler; the future's output is the acknowledgement data.
-    fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes>;
+    /// Runs the handler for one event.
+    fn call(&self, conn: &Conn, event: Event) -> Call;
 }
 
 impl<F, Fut> Handler<(Conn, Event)> for F
@@ -146,9 +171,20 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: IntoAck,
 {
-    fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes> {
-        let future = self(conn, event);
-        Box::pin(async move { future.await.into_ack() })
+    fn call(&self, conn: &Conn, event: Event) -> Call {
+        let future = self(conn.clone(), event);
+        Call::Async(Box::pin(async move { future.await.into_ack() }))
+    }
+}
+
+impl<F, R> Handler<fn(&Conn, Event)> for F
+where
+    F: Fn(&Conn, Event) -> R + Send + Sync + 'static,
+    R: IntoAck,
+{
+    #[inline]
+    fn call(&self, conn: &Conn, event: Event) -> Call {
+        Call::Done(self(conn, event).into_ack())
     }
 }
 
@@ -171,7 +207,7 @@ impl<H: Handler<A>, A: 'static> Erased<H, A> {
 
 impl<H: Handler<A>, A: 'static> Handler for Erased<H, A> {
     #[inline]
-    fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes> {
+    fn call(&self, conn: &Conn, event: Event) -> Call {
         self.handler.call(conn, event)
     }
 }
@@ -293,10 +329,12 @@ macro_rules! hook_builder_methods {
         /// data. A name that cannot be sent on the wire (containing `||`, ending with
         /// `|`, starting with `__ack_`) makes `build` fail with a clear error.
         ///
-        /// The handler takes `(Conn, Event)` (raw bytes), or with the `json` feature
-        /// `(Conn, Json<T>)`: the data decoded from JSON, a decode failure going to the
-        /// error hook as `Error::Decode` (the handler does not run, a request gets an
-        /// empty acknowledgement).
+        /// The handler is async, `(Conn, Event)`, or immediate, `(&Conn, Event)`: no
+        /// future, run to completion as the event is read, the cheapest form for
+        /// handlers that do not wait (see `Handler`). With the `json` feature either
+        /// form may take `Json<T>` instead of `Event`: the data decoded from JSON, a
+        /// decode failure going to the error hook as `Error::Decode` (the handler does
+        /// not run, a request gets an empty acknowledgement).
         pub fn on<A: 'static>(mut self, event: &str, handler: impl $crate::Handler<A>) -> Self {
             match etp_proto::validate_event_name(event.as_bytes()) {
                 Ok(()) => {
@@ -427,9 +465,7 @@ pub(crate) use hook_builder_methods;
 mod name_hasher_tests {
     use super::*;
 
-    fn noop(_: Conn, _: Event) -> std::future::Ready<()> {
-        std::future::ready(())
-    }
+    fn noop(_: &Conn, _: Event) {}
 
     /// Names on both sides of the hasher's 8-byte word boundary, and names that differ
     /// only in trailing zero bytes or length, are all found, and only under their own
@@ -450,7 +486,7 @@ mod name_hasher_tests {
         let mut registry = Registry::default();
         let mut handlers = Vec::new();
         for name in names {
-            let handler: Arc<dyn Handler> = Arc::new(noop);
+            let handler: Arc<dyn Handler> = Arc::new(Erased::new(noop));
             handlers.push(handler.clone());
             registry.handlers.insert(name.into(), handler);
         }

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::conn::Conn;
 use crate::error::{AckError, EmitError, Error};
-use crate::handler::{BoxFuture, Event, Handler, IntoAck};
+use crate::handler::{Call, Event, Handler, IntoAck};
 use crate::hub::{BroadcastReport, Rooms};
 use crate::id::ConnId;
 use crate::runtime::Runtime;
@@ -42,8 +42,13 @@ use crate::runtime::Runtime;
 /// async fn add(_conn: Conn, Json(add): Json<Add>) -> Json<Sum> {
 ///     Json(Sum { sum: add.a + add.b })
 /// }
+/// // The immediate form (see `Handler`): no future, the connection borrowed.
+/// fn sub(_conn: &Conn, Json(sub): Json<Add>) -> Json<Sum> {
+///     Json(Sum { sum: sub.a - sub.b })
+/// }
 /// fn assert_handler<A>(_: impl Handler<A>) {}
 /// assert_handler(add);
+/// assert_handler(sub);
 /// ```
 ///
 /// Encoding a reply fails only for values JSON cannot represent (a map with non-string
@@ -74,22 +79,44 @@ where
     Fut::Output: IntoAck,
     T: DeserializeOwned + 'static,
 {
-    fn call(&self, conn: Conn, event: Event) -> BoxFuture<Bytes> {
-        match decode::<T>(event.data()) {
-            Ok(value) => {
-                let future = self(conn, Json(value));
-                Box::pin(async move { future.await.into_ack() })
+    fn call(&self, conn: &Conn, event: Event) -> Call {
+        match decode_event::<T>(conn, &event) {
+            Some(value) => {
+                let future = self(conn.clone(), Json(value));
+                Call::Async(Box::pin(async move { future.await.into_ack() }))
             }
-            Err(source) => {
-                conn.report(Error::Decode(DecodeError {
-                    event: event.name().into_owned(),
-                    type_name: type_name::<T>(),
-                    reply: false,
-                    source,
-                }));
-                // The driver answers a request with this: empty data.
-                Box::pin(std::future::ready(Bytes::new()))
-            }
+            None => Call::Done(Bytes::new()),
+        }
+    }
+}
+
+impl<F, R, T> Handler<fn(&Conn, Json<T>)> for F
+where
+    F: Fn(&Conn, Json<T>) -> R + Send + Sync + 'static,
+    R: IntoAck,
+    T: DeserializeOwned + 'static,
+{
+    fn call(&self, conn: &Conn, event: Event) -> Call {
+        match decode_event::<T>(conn, &event) {
+            Some(value) => Call::Done(self(conn, Json(value)).into_ack()),
+            None => Call::Done(Bytes::new()),
+        }
+    }
+}
+
+/// An event's data decoded for a typed handler; a failure goes to the error hook, and
+/// the driver answers a request with empty data.
+fn decode_event<T: DeserializeOwned>(conn: &Conn, event: &Event) -> Option<T> {
+    match decode::<T>(event.data()) {
+        Ok(value) => Some(value),
+        Err(source) => {
+            conn.report(Error::Decode(DecodeError {
+                event: event.name().into_owned(),
+                type_name: type_name::<T>(),
+                reply: false,
+                source,
+            }));
+            None
         }
     }
 }

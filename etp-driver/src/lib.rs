@@ -112,7 +112,7 @@ pub use conn::{Conn, Request};
 pub use data::ConnData;
 pub use driver::WebSocket;
 pub use error::{AckError, DisconnectReason, EmitError, Error};
-pub use handler::{BoxFuture, BuildError, Event, Handler, IntoAck};
+pub use handler::{BoxFuture, BuildError, Call, Event, Handler, IntoAck};
 pub use handshake::{HandshakeError, OriginPolicy};
 pub use hub::{BroadcastReport, Rooms};
 pub use id::{ConnId, ParseConnIdError};

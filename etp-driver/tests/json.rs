@@ -66,6 +66,48 @@ async fn a_typed_handler_decodes_the_data_and_its_reply_is_the_json_ack() {
     s.peer.assert_silent().await;
 }
 
+/// The immediate form, `Fn(&Conn, Json<T>)`: decoded the same way, answered at once,
+/// and a decode failure is reported and answered empty without running it.
+#[tokio::test]
+async fn an_immediate_typed_handler_decodes_replies_and_reports_bad_data() {
+    let rt = ManualRuntime::new();
+    let recorder = Recorder::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = runs.clone();
+    let server = recorder
+        .server(server_builder(&rt))
+        .on("sub", move |_: &Conn, Json(sub): Json<Add>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Json(Sum { sum: sub.a - sub.b })
+        })
+        .build()
+        .unwrap();
+    let s = serve(&server).await;
+    s.peer.send_text(r#"sub||1||{"a":2,"b":3}"#);
+    assert_eq!(s.peer.recv_text().await, r#"__ack_sub||1||{"sum":-1}"#);
+    s.peer.send_text(r#"sub||2||{"a":2}"#);
+    assert_eq!(s.peer.recv_text().await, "__ack_sub||2");
+    s.peer.send_text("sub||0||not json");
+    s.peer.assert_silent().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let errors = recorder.errors();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for err in errors.iter() {
+        match err {
+            Error::Decode(decode) => {
+                assert_eq!(decode.event(), "sub");
+                assert!(
+                    decode.type_name().ends_with("Add"),
+                    "{}",
+                    decode.type_name()
+                );
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+    assert!(!s.conn.is_closed());
+}
+
 #[tokio::test]
 async fn data_that_does_not_decode_is_reported_answered_empty_and_the_connection_stays_open() {
     let rt = ManualRuntime::new();

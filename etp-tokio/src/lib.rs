@@ -41,9 +41,9 @@ pub use server::ServerExt;
 pub use upgrade::upgrade;
 
 pub use etp_driver::{
-    AckError, Backoff, BroadcastReport, BuildError, Bytes, Conn, ConnConfig, ConnData, ConnId,
-    DialError, DisconnectReason, EmitError, Ended, Error, Event, Handler, HandshakeError, IntoAck,
-    OriginPolicy, Request, Rooms, SlowConsumerPolicy, proto,
+    AckError, Backoff, BroadcastReport, BuildError, Bytes, Call, Conn, ConnConfig, ConnData,
+    ConnId, DialError, DisconnectReason, EmitError, Ended, Error, Event, Handler, HandshakeError,
+    IntoAck, OriginPolicy, Request, Rooms, SlowConsumerPolicy, proto,
 };
 #[cfg(feature = "json")]
 pub use etp_driver::{DecodeError, Json, JsonError};

@@ -23,23 +23,24 @@ use etp_tokio::{Conn, Event, OriginPolicy, SlowConsumerPolicy};
 /// `count` events received, server-wide.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-async fn echo(_conn: Conn, event: Event) -> etp_tokio::Bytes {
+// The immediate handler form (`Fn(&Conn, Event)`): none of these waits.
+fn echo(_conn: &Conn, event: Event) -> etp_tokio::Bytes {
     event.into_data()
 }
 
-async fn count(_conn: Conn, _event: Event) {
+fn count(_conn: &Conn, _event: Event) {
     COUNTER.fetch_add(1, Ordering::Relaxed);
 }
 
-async fn getcount(_conn: Conn, _event: Event) -> String {
+fn getcount(_conn: &Conn, _event: Event) -> String {
     COUNTER.load(Ordering::Relaxed).to_string()
 }
 
-async fn join(conn: Conn, _event: Event) {
+fn join(conn: &Conn, _event: Event) {
     conn.join(ROOM);
 }
 
-async fn publish(conn: Conn, event: Event) {
+fn publish(conn: &Conn, event: Event) {
     if let Some(rooms) = conn.server_rooms() {
         let _ = rooms.broadcast([ROOM], EV_MSG, event.data(), None);
     }
