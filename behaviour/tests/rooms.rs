@@ -328,7 +328,48 @@ async fn a_frame_larger_than_the_outbound_bound_still_goes_out_when_nothing_wait
     test.stop_with(&mut peer).await;
 }
 
+/// A broadcast is checked for UTF-8 once for all members; each member still sends it
+/// in its place among its own frames, as text when it is UTF-8 and binary otherwise.
+async fn broadcasts_keep_their_place_and_kind_among_a_members_own_frames<R: TestRuntime>() {
+    let (builder, mut hooks) = hooked(Server::<R>::builder());
+    let server = builder.build().unwrap();
+    let rooms = server.rooms();
+    let test = TestServer::start(server);
+    let (mut a, conn_a) = member(&test, &mut hooks).await;
+    let (mut b, conn_b) = member(&test, &mut hooks).await;
+    for conn in [&conn_a, &conn_b] {
+        conn.join("r");
+    }
+    for round in 0..3 {
+        conn_a.emit("own", format!("{round}a")).unwrap();
+        rooms.broadcast(["r"], "all", b"text", None).unwrap();
+        conn_a.emit("own", format!("{round}b")).unwrap();
+        rooms.broadcast(["r"], "all", b"\xffbin", None).unwrap();
+        rooms.broadcast(["r"], "all", b"more", None).unwrap();
+        conn_a.emit("own", format!("{round}c")).unwrap();
+    }
+    for round in 0..3 {
+        assert_eq!(a.next_text().await, format!("own||0||{round}a"));
+        assert_eq!(a.next_text().await, "all||0||text");
+        assert_eq!(a.next_text().await, format!("own||0||{round}b"));
+        match a.next().await {
+            Some(Message::Binary(data)) => assert_eq!(data, b"all||0||\xffbin".to_vec()),
+            other => panic!("expected the binary broadcast, got {other:?}"),
+        }
+        assert_eq!(a.next_text().await, "all||0||more");
+        assert_eq!(a.next_text().await, format!("own||0||{round}c"));
+    }
+    for _ in 0..3 {
+        assert_eq!(b.next_text().await, "all||0||text");
+        assert!(matches!(b.next().await, Some(Message::Binary(_))));
+        assert_eq!(b.next_text().await, "all||0||more");
+    }
+    drop(b);
+    test.stop_with(&mut a).await;
+}
+
 behaviour_suite! {
+    broadcasts_keep_their_place_and_kind_among_a_members_own_frames,
     rooms_join_leave_count_list_and_look_up,
     a_broadcast_reaches_each_member_once_and_can_skip_the_sender,
     a_broadcast_never_waits_for_a_member_that_does_not_read,

@@ -17,7 +17,9 @@ use crate::error::{AckError, EmitError, Error};
 use crate::handler::Registry;
 use crate::hub::Hub;
 use crate::id::ConnId;
+use crate::message::EncodedFrame;
 use crate::observe;
+use crate::outbox::Outbox;
 
 /// Frames the application asks a connection's driver to send, in order, bounded in
 /// bytes.
@@ -35,7 +37,7 @@ pub(crate) enum Command {
         reply: AckSender,
     },
     Encoded {
-        frame: Bytes,
+        frame: EncodedFrame,
         cost: usize,
     },
 }
@@ -67,7 +69,7 @@ pub(crate) enum Control {
 
 /// The driver's ends of a connection's two queues.
 pub(crate) struct Receivers {
-    pub(crate) commands: mpsc::UnboundedReceiver<Command>,
+    pub(crate) commands: Arc<Outbox>,
     pub(crate) control: mpsc::UnboundedReceiver<Control>,
 }
 
@@ -152,9 +154,9 @@ pub(crate) struct ConnInner {
     id: ConnId,
     request: Request,
     data: ConnData,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: Arc<Outbox>,
     control: mpsc::UnboundedSender<Control>,
-    /// Bytes queued in `commands` and not yet taken by the driver.
+    /// Bytes queued in `commands` and not yet applied by the driver.
     queued: AtomicUsize,
     outbound_limit: usize,
     policy: SlowConsumerPolicy,
@@ -181,7 +183,7 @@ impl Conn {
         hub: Option<Weak<Hub>>,
     ) -> (Self, Receivers) {
         let config: &ConnConfig = &registry.config;
-        let (commands, command_rx) = mpsc::unbounded();
+        let commands = Arc::new(Outbox::default());
         let (control, control_rx) = mpsc::unbounded();
         let inner = ConnInner {
             id: hub
@@ -190,7 +192,7 @@ impl Conn {
                 .map_or_else(ConnId::random, |hub| hub.new_conn_id()),
             request,
             data: ConnData::default(),
-            commands,
+            commands: commands.clone(),
             control,
             queued: AtomicUsize::new(0),
             outbound_limit: config.outbound_limit,
@@ -200,7 +202,7 @@ impl Conn {
             registry: registry.clone(),
         };
         let receivers = Receivers {
-            commands: command_rx,
+            commands,
             control: control_rx,
         };
         (
@@ -288,9 +290,9 @@ impl Conn {
     }
 
     /// Queues an already encoded frame (a broadcast); never waits.
-    pub(crate) fn send_encoded(&self, frame: Bytes) -> Result<(), EmitError> {
+    pub(crate) fn send_encoded(&self, frame: EncodedFrame) -> Result<(), EmitError> {
         // Never 0: `has_queued` relies on every queued command counting.
-        let cost = frame.len().max(1);
+        let cost = frame.bytes().len().max(1);
         self.send(Command::Encoded { frame, cost })
     }
 
@@ -367,7 +369,7 @@ impl Conn {
                 }
             });
         }
-        inner.commands.unbounded_send(command).map_err(|_| {
+        inner.commands.push(command).map_err(|_| {
             inner.queued.fetch_sub(cost, atomic::Ordering::AcqRel);
             observe::queue_changed(cost, false);
             EmitError::Closed

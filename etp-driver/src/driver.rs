@@ -28,7 +28,9 @@ use etp_proto::{AckFailure, CloseReason, Output, ProtocolError, ReplyToken, Sess
 use crate::conn::{AckSender, Command, Conn, Control, Receivers};
 use crate::error::{AckError, DisconnectReason, Error, panic_message};
 use crate::handler::{BoxFuture, Call, Event, Registry};
+use crate::message::EncodedFrame;
 use crate::observe::{self, EventSpan};
+use crate::outbox::Outbox;
 use crate::runtime::Runtime;
 
 /// A WebSocket as the driver needs it: a stream of received messages and a sink of
@@ -127,7 +129,10 @@ pub(crate) struct Driver<S, R: Runtime> {
     ws: S,
     session: Session<AckSender>,
     conn: Conn,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: Arc<Outbox>,
+    /// Commands taken from `commands` and not yet applied (reading them stopped at
+    /// the write high-water mark), oldest first.
+    taken: VecDeque<Command>,
     control: mpsc::UnboundedReceiver<Control>,
     /// Control orders that arrived while a hook ran, applied when the loop starts.
     deferred: VecDeque<Control>,
@@ -140,6 +145,9 @@ pub(crate) struct Driver<S, R: Runtime> {
     backlog_bytes: usize,
     writes: VecDeque<Message>,
     write_bytes: usize,
+    /// Broadcasts handed to the session, in order, their message kind decided once
+    /// for every member; used when the session gives their bytes back.
+    broadcasts: VecDeque<EncodedFrame>,
     needs_flush: bool,
     /// The socket answered Pending during this poll (its waker is registered).
     socket_drained: bool,
@@ -168,6 +176,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             session,
             conn,
             commands: receivers.commands,
+            taken: VecDeque::new(),
             control: receivers.control,
             deferred: VecDeque::new(),
             registry,
@@ -178,6 +187,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             backlog_bytes: 0,
             writes: VecDeque::new(),
             write_bytes: 0,
+            broadcasts: VecDeque::new(),
             needs_flush: false,
             socket_drained: false,
             timer: None,
@@ -270,7 +280,13 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         while self.write_bytes < WRITE_HIGH_WATER {
-            let Poll::Ready(Some(command)) = self.commands.poll_next_unpin(cx) else {
+            let Some(command) = self.taken.pop_front() else {
+                self.commands.register(cx);
+                // The queued-bytes count rises before a push: at zero there is nothing
+                // to take, and the push to come will wake us.
+                if self.conn.has_queued() && self.commands.take(&mut self.taken) {
+                    continue;
+                }
                 break;
             };
             progress = true;
@@ -294,7 +310,13 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     /// Takes every queued frame into the session (so a close that follows them keeps
     /// its place behind them).
     fn apply_queued_commands(&mut self) {
-        while let Ok(command) = self.commands.try_recv() {
+        loop {
+            let Some(command) = self.taken.pop_front() else {
+                if self.commands.take(&mut self.taken) {
+                    continue;
+                }
+                break;
+            };
             self.apply(command);
         }
     }
@@ -306,7 +328,13 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             // A frame queued just before the connection closed is dropped with it, as
             // bytes written to a closing socket would be.
             Command::Emit { name, data, .. } => drop(self.session.emit(&name, &data)),
-            Command::Encoded { frame, .. } => drop(self.session.send_encoded(frame)),
+            Command::Encoded { frame, .. } => {
+                if self.session.send_encoded(frame.bytes().clone()).is_ok() {
+                    // The session gives the bytes back in order with its own frames;
+                    // `drain_outputs` recognises them by their memory.
+                    self.broadcasts.push_back(frame);
+                }
+            }
             Command::EmitWithAck {
                 name,
                 data,
@@ -512,12 +540,17 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             progress = true;
             match output {
                 Output::Transmit(frame) => {
-                    // Text when possible, as Go sends; binary otherwise (Go reads both).
-                    let message = match tungstenite::Utf8Bytes::try_from(frame.clone()) {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => Message::Binary(frame),
+                    let encoded = match self.broadcasts.pop_front() {
+                        None => EncodedFrame::new(frame),
+                        Some(broadcast) if broadcast.is(&frame) => broadcast,
+                        // One of the session's own frames, queued before the next
+                        // broadcast.
+                        Some(broadcast) => {
+                            self.broadcasts.push_front(broadcast);
+                            EncodedFrame::new(frame)
+                        }
                     };
-                    self.queue(message);
+                    self.queue(encoded.into_message());
                 }
                 Output::Event(event) => {
                     observe::event_in();
@@ -551,6 +584,9 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 _ => {}
             }
         }
+        // Every frame the session held has left it, so every broadcast was matched;
+        // clearing is only a guard against keeping a frame's memory alive.
+        self.broadcasts.clear();
         progress
     }
 
@@ -803,9 +839,9 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     fn finish(&mut self) {
         self.conn.mark_closed();
         self.session.handle_transport_closed(self.runtime.now());
-        self.commands.close();
+        self.commands.close(&mut self.taken);
         self.control.close();
-        while let Ok(command) = self.commands.try_recv() {
+        for command in self.taken.drain(..) {
             self.conn.dequeued(command.cost());
             if let Command::EmitWithAck { reply, .. } = command {
                 let _ = reply.send(Err(AckError::ConnectionClosed));
@@ -824,6 +860,15 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 let _ = ctx.send(Err(AckError::ConnectionClosed));
             }
         }
+    }
+}
+
+impl<S, R: Runtime> Drop for Driver<S, R> {
+    /// A driver dropped before it finished (its task cancelled) still refuses later
+    /// commands and drops the queued ones, so that their callers hear
+    /// `ConnectionClosed` rather than wait forever.
+    fn drop(&mut self) {
+        self.commands.close(&mut self.taken);
     }
 }
 

@@ -9,6 +9,7 @@ use etp_proto::{Encoding, Rooms as Registry};
 use crate::conn::Conn;
 use crate::error::EmitError;
 use crate::id::ConnId;
+use crate::message::EncodedFrame;
 
 /// Live connections by id, and room memberships.
 ///
@@ -217,6 +218,7 @@ fn deliver<'a>(
     except: Option<ConnId>,
 ) -> BroadcastReport {
     let mut report = BroadcastReport::default();
+    let frame = EncodedFrame::new(frame.clone());
     for conn in members.filter(|c| Some(c.id()) != except) {
         match conn.send_encoded(frame.clone()) {
             Ok(()) => report.queued += 1,

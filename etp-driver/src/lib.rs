@@ -98,7 +98,9 @@ mod hub;
 mod id;
 #[cfg(feature = "json")]
 mod json;
+mod message;
 mod observe;
+mod outbox;
 mod runtime;
 mod server;
 mod tracker;

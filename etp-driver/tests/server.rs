@@ -533,6 +533,25 @@ async fn a_dropped_serve_connection_future_leaves_no_ghost_connection() {
     assert!(server.rooms().is_empty(), "ghost room member");
 }
 
+/// Commands still queued when the connection's task is dropped (never taken by the
+/// driver) fail at once, and later ones are refused: nobody waits forever.
+#[tokio::test]
+async fn commands_queued_when_the_connection_task_is_dropped_fail_at_once() {
+    let rt = ManualRuntime::new();
+    let server = server_builder(&rt).build().unwrap();
+    let s = serve(&server).await;
+    let mut ack = Box::pin(s.conn.emit_with_ack("question", "data"));
+    // One poll queues the request; the driver's task does not run before the abort.
+    assert!(futures_util::poll!(ack.as_mut()).is_pending());
+    s.task.abort();
+    assert!(matches!(
+        guarded("the queued request", ack).await,
+        Err(etp_driver::AckError::ConnectionClosed)
+    ));
+    assert!(matches!(s.conn.emit("late", "x"), Err(EmitError::Closed)));
+    s.peer.assert_silent().await;
+}
+
 #[tokio::test]
 async fn a_conn_config_with_zero_handler_concurrency_still_handles_events() {
     let rt = ManualRuntime::new();

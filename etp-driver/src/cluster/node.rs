@@ -24,6 +24,7 @@ use crate::conn::Conn;
 use crate::error::{AckError, EmitError};
 use crate::hub::{Hub, Rooms};
 use crate::id::ConnId;
+use crate::message::EncodedFrame;
 use crate::runtime::Runtime;
 use crate::tracker::Waiters;
 
@@ -500,7 +501,7 @@ impl Node {
             Message::Emit { conn, frame } => {
                 // At most once: a connection that is gone or over its bound misses it.
                 if let Some(conn) = self.rooms().and_then(|local| local.get(conn)) {
-                    let _ = conn.send_encoded(frame);
+                    let _ = conn.send_encoded(EncodedFrame::new(frame));
                 }
             }
             Message::Request { id, query } => self.answer(from, id, query),
@@ -611,6 +612,7 @@ impl Drop for Node {
 /// Queues `frame` on each member except `except`; members that are gone or over
 /// their bound miss it (their slow-consumer policy applies).
 fn deliver(frame: &Bytes, members: &[Conn], except: Option<ConnId>) {
+    let frame = EncodedFrame::new(frame.clone());
     for conn in members.iter().filter(|c| Some(c.id()) != except) {
         let _ = conn.send_encoded(frame.clone());
     }
