@@ -157,7 +157,7 @@ mod tests {
         let mut batch = VecDeque::new();
         outbox.close(&mut batch);
         assert_eq!(batch.iter().map(number).collect::<Vec<_>>(), [7]);
-        let refused = outbox.push(command(8)).err().expect("closed");
+        let refused = outbox.push(command(8)).expect_err("closed");
         assert_eq!(number(&refused), 8);
     }
 
