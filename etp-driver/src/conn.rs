@@ -156,6 +156,9 @@ pub(crate) struct ConnInner {
     data: ConnData,
     commands: Arc<Outbox>,
     control: mpsc::UnboundedSender<Control>,
+    /// Set after each control order is queued; lets the driver skip the channel on
+    /// the reply path, where it looks for orders a handler gave before returning.
+    control_sent: AtomicBool,
     /// Bytes queued in `commands` and not yet applied by the driver.
     queued: AtomicUsize,
     outbound_limit: usize,
@@ -194,6 +197,7 @@ impl Conn {
             data: ConnData::default(),
             commands: commands.clone(),
             control,
+            control_sent: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             outbound_limit: config.outbound_limit,
             policy: config.slow_consumer,
@@ -400,6 +404,21 @@ impl Conn {
 
     pub(crate) fn control(&self, control: Control) {
         let _ = self.inner.control.unbounded_send(control);
+        // After the send: whoever sees the flag finds the order in the channel.
+        self.inner
+            .control_sent
+            .store(true, atomic::Ordering::Release);
+    }
+
+    /// True when a control order may have been queued since the last call.
+    pub(crate) fn take_control_sent(&self) -> bool {
+        // A load first: the flag is almost always clear, and a load costs less than
+        // a swap.
+        self.inner.control_sent.load(atomic::Ordering::Acquire)
+            && self
+                .inner
+                .control_sent
+                .swap(false, atomic::Ordering::AcqRel)
     }
 }
 

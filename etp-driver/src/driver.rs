@@ -298,8 +298,10 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     /// Applies everything already queued, whatever the socket's backlog: a handler's
     /// emits and close must take effect before its reply, as they were issued first.
     fn apply_queued(&mut self) {
-        while let Ok(control) = self.control.try_recv() {
-            self.apply_control(control);
+        if self.conn.take_control_sent() {
+            while let Ok(control) = self.control.try_recv() {
+                self.apply_control(control);
+            }
         }
         // Most handlers queue nothing; the count says so without touching the channel.
         if self.conn.has_queued() {

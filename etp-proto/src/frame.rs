@@ -208,9 +208,21 @@ pub fn validate_event_name(name: &[u8]) -> Result<(), NameError> {
     }
 }
 
+/// Separators starting this early are found by a plain scan: event names are short,
+/// and for them setting up memchr's vector search cost more than the scan.
+const SHORT_SCAN: usize = 16;
+
 /// The index of the leftmost `||`, as Go's `bytes.SplitN` finds it.
 fn find_separator(haystack: &[u8]) -> Option<usize> {
-    let mut from = 0;
+    let head = &haystack[..haystack.len().min(SHORT_SCAN + 1)];
+    if let Some(i) = head.windows(2).position(|pair| pair == SEPARATOR) {
+        return Some(i);
+    }
+    // Every separator starting before SHORT_SCAN has been ruled out.
+    let mut from = SHORT_SCAN;
+    if from >= haystack.len() {
+        return None;
+    }
     while let Some(i) = memchr::memchr(b'|', &haystack[from..]) {
         let i = from + i;
         match haystack.get(i + 1) {

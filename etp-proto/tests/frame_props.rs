@@ -384,3 +384,29 @@ proptest! {
         }
     }
 }
+
+/// The separator search scans the first bytes plainly and the rest with memchr: every
+/// placement of `||`, of a lone `|` and of `|||` around that boundary (and far past
+/// it) parses as the oracle says.
+#[test]
+fn separators_on_either_side_of_the_short_scan_boundary_are_found_leftmost() {
+    for at in 0..40 {
+        for shape in [&b"||"[..], b"|x||", b"|||", b"x|"] {
+            let mut frame = vec![b'n'; at];
+            frame.extend_from_slice(shape);
+            frame.extend_from_slice(b"||7||d");
+            assert_eq!(
+                parse_as_naive(&frame),
+                naive_parse(&frame),
+                "{:?}",
+                String::from_utf8_lossy(&frame)
+            );
+        }
+        let mut no_separator = vec![b'n'; at];
+        no_separator.push(b'|');
+        assert!(matches!(
+            parse(&no_separator),
+            Err(FrameError::MissingSeparator { .. })
+        ));
+    }
+}
