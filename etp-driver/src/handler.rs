@@ -258,6 +258,57 @@ impl Hasher for NameHasher {
     }
 }
 
+/// Handlers by event name. A handful of names (most applications) are found fastest
+/// by comparing them in turn, lengths first; more are hashed.
+#[derive(Clone)]
+pub(crate) enum HandlerTable {
+    Few(Vec<(Box<[u8]>, Arc<dyn Handler>)>),
+    Many(HashMap<Box<[u8]>, Arc<dyn Handler>, BuildHasherDefault<NameHasher>>),
+}
+
+impl HandlerTable {
+    /// Up to this many names are compared in turn: below it the comparisons cost less
+    /// than hashing the name.
+    const FEW: usize = 8;
+
+    /// Registers `handler` under `name`, replacing any handler of that name.
+    pub(crate) fn insert(&mut self, name: Box<[u8]>, handler: Arc<dyn Handler>) {
+        match self {
+            Self::Few(entries) => {
+                if let Some(entry) = entries.iter_mut().find(|(n, _)| *n == name) {
+                    entry.1 = handler;
+                } else if entries.len() < Self::FEW {
+                    entries.push((name, handler));
+                } else {
+                    let mut map: HashMap<_, _, _> = entries.drain(..).collect();
+                    map.insert(name, handler);
+                    *self = Self::Many(map);
+                }
+            }
+            Self::Many(map) => {
+                map.insert(name, handler);
+            }
+        }
+    }
+
+    /// The handler registered under `name`, with the name as registered.
+    pub(crate) fn get(&self, name: &[u8]) -> Option<(&[u8], &Arc<dyn Handler>)> {
+        match self {
+            Self::Few(entries) => entries
+                .iter()
+                .find(|(n, _)| **n == *name)
+                .map(|(n, handler)| (&**n, handler)),
+            Self::Many(map) => map.get_key_value(name).map(|(n, handler)| (&**n, handler)),
+        }
+    }
+}
+
+impl Default for HandlerTable {
+    fn default() -> Self {
+        Self::Few(Vec::new())
+    }
+}
+
 /// A handler found for an event, and the name it was registered under (`None` for the
 /// fallback).
 pub(crate) type FoundHandler<'a> = (&'a Arc<dyn Handler>, Option<&'a [u8]>);
@@ -265,7 +316,7 @@ pub(crate) type FoundHandler<'a> = (&'a Arc<dyn Handler>, Option<&'a [u8]>);
 /// Handlers, hooks and settings shared by every connection of a server or client.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
-    pub(crate) handlers: HashMap<Box<[u8]>, Arc<dyn Handler>, BuildHasherDefault<NameHasher>>,
+    pub(crate) handlers: HandlerTable,
     pub(crate) unknown: Option<Arc<dyn Handler>>,
     pub(crate) on_connect: Option<ConnectHook>,
     pub(crate) on_disconnect: Option<DisconnectHook>,
@@ -304,8 +355,8 @@ impl Registry {
     /// The handler for an event name with the name it was registered under, or the
     /// fallback (registered under no name).
     pub(crate) fn handler(&self, name: &[u8]) -> Option<FoundHandler<'_>> {
-        match self.handlers.get_key_value(name) {
-            Some((registered, handler)) => Some((handler, Some(&**registered))),
+        match self.handlers.get(name) {
+            Some((registered, handler)) => Some((handler, Some(registered))),
             None => self.unknown.as_ref().map(|handler| (handler, None)),
         }
     }
@@ -469,10 +520,11 @@ mod name_hasher_tests {
 
     /// Names on both sides of the hasher's 8-byte word boundary, and names that differ
     /// only in trailing zero bytes or length, are all found, and only under their own
-    /// name.
+    /// name: in tables of every size, compared in turn or hashed, and across the
+    /// change from one to the other. Registering a name again replaces its handler.
     #[test]
     fn every_registered_name_is_found_under_its_own_name_only() {
-        let names: [&[u8]; 9] = [
+        let names: [&[u8]; 12] = [
             b"",
             b"a",
             b"a\0",
@@ -482,21 +534,37 @@ mod name_hasher_tests {
             b"abcdefgh\0",
             b"0123456789abcdef",
             b"0123456789abcdef0",
+            b"echo",
+            b"ecko",
+            b"count",
         ];
-        let mut registry = Registry::default();
-        let mut handlers = Vec::new();
-        for name in names {
-            let handler: Arc<dyn Handler> = Arc::new(Erased::new(noop));
-            handlers.push(handler.clone());
-            registry.handlers.insert(name.into(), handler);
-        }
-        for (name, handler) in names.iter().zip(&handlers) {
-            let (found, registered) = registry.handler(name).expect("registered");
-            assert!(Arc::ptr_eq(found, handler), "{name:?}");
-            assert_eq!(registered, Some(*name));
-        }
-        for missing in [&b"b"[..], b"abcdefgh\0\0", b"\0", b"abcdefghij"] {
-            assert!(registry.handler(missing).is_none(), "{missing:?}");
+        let new_handler = || -> Arc<dyn Handler> { Arc::new(Erased::new(noop)) };
+        for size in 0..=names.len() {
+            let mut registry = Registry::default();
+            let mut handlers = Vec::new();
+            for name in &names[..size] {
+                // A first registration that the second replaces.
+                registry.handlers.insert((*name).into(), new_handler());
+                let handler = new_handler();
+                handlers.push(handler.clone());
+                registry.handlers.insert((*name).into(), handler);
+            }
+            assert_eq!(
+                matches!(registry.handlers, HandlerTable::Few(_)),
+                size <= HandlerTable::FEW
+            );
+            for (name, handler) in names.iter().zip(&handlers) {
+                let (found, registered) = registry.handler(name).expect("registered");
+                assert!(Arc::ptr_eq(found, handler), "{size}: {name:?}");
+                assert_eq!(registered, Some(*name));
+            }
+            for missing in names[size..]
+                .iter()
+                .copied()
+                .chain([&b"b"[..], b"abcdefgh\0\0", b"\0", b"abcdefghij", b"echo\0"])
+            {
+                assert!(registry.handler(missing).is_none(), "{size}: {missing:?}");
+            }
         }
     }
 }
