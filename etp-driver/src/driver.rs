@@ -232,9 +232,12 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
 
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<DisconnectReason> {
         self.socket_drained = false;
+        // Once per poll, before any look at the queue: a command queued after a look
+        // then wakes this task.
+        self.commands.register(cx);
         for _ in 0..TURNS_PER_POLL {
             let mut progress = self.poll_control(cx);
-            progress |= self.poll_commands(cx);
+            progress |= self.poll_commands();
             progress |= self.poll_handlers(cx);
             match self.poll_read(cx) {
                 ControlFlow::Break(reason) => return Poll::Ready(reason),
@@ -277,13 +280,13 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     }
 
     /// Applies queued commands while the socket keeps up.
-    fn poll_commands(&mut self, cx: &mut Context<'_>) -> bool {
+    fn poll_commands(&mut self) -> bool {
         let mut progress = false;
         while self.write_bytes < WRITE_HIGH_WATER {
             let Some(command) = self.taken.pop_front() else {
-                self.commands.register(cx);
                 // The queued-bytes count rises before a push: at zero there is nothing
-                // to take, and the push to come will wake us.
+                // to take, and the push to come will wake us (registered in
+                // `poll_run`).
                 if self.conn.has_queued() && self.commands.take(&mut self.taken) {
                     continue;
                 }

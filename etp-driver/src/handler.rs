@@ -558,11 +558,13 @@ mod name_hasher_tests {
                 assert!(Arc::ptr_eq(found, handler), "{size}: {name:?}");
                 assert_eq!(registered, Some(*name));
             }
-            for missing in names[size..]
-                .iter()
-                .copied()
-                .chain([&b"b"[..], b"abcdefgh\0\0", b"\0", b"abcdefghij", b"echo\0"])
-            {
+            for missing in names[size..].iter().copied().chain([
+                &b"b"[..],
+                b"abcdefgh\0\0",
+                b"\0",
+                b"abcdefghij",
+                b"echo\0",
+            ]) {
                 assert!(registry.handler(missing).is_none(), "{size}: {missing:?}");
             }
         }

@@ -23,6 +23,7 @@ pub(crate) enum AckIdError {
 /// stops at the first byte that is not a digit, so the data is never read. Errors are
 /// decided in Go's order: `ParseUint` reports an overflow of `u64` as soon as it
 /// happens, a bad byte when it meets it, and the `i64` range only after a full scan.
+#[inline]
 pub(crate) fn parse_prefix(rest: &[u8]) -> Result<(u64, Option<usize>), AckIdError> {
     let (negative, digits_start) = match rest.first() {
         Some(b'-') => (true, 1),

@@ -215,8 +215,16 @@ const SHORT_SCAN: usize = 16;
 /// The index of the leftmost `||`, as Go's `bytes.SplitN` finds it.
 fn find_separator(haystack: &[u8]) -> Option<usize> {
     let head = &haystack[..haystack.len().min(SHORT_SCAN + 1)];
-    if let Some(i) = head.windows(2).position(|pair| pair == SEPARATOR) {
-        return Some(i);
+    let mut i = 0;
+    while let Some(&next) = head.get(i + 1) {
+        if next != b'|' {
+            // No separator starts at `i` or at `i + 1`.
+            i += 2;
+        } else if head[i] == b'|' {
+            return Some(i);
+        } else {
+            i += 1;
+        }
     }
     // Every separator starting before SHORT_SCAN has been ruled out.
     let mut from = SHORT_SCAN;
