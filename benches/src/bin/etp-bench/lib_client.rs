@@ -30,8 +30,12 @@ async fn connect(opts: &Opts, max_pending: usize) -> Result<Vec<Conn>, String> {
     Ok(conns)
 }
 
-/// `ack` and `pipelined`: `k` tasks per connection, each with one request in flight.
+/// `ack` and `pipelined`: one task per connection keeping `k` requests in flight
+/// (as the wire client does), each replaced by the next as soon as it is answered.
 pub(crate) async fn round_trips(opts: &Opts, k: usize) -> Result<Fields, String> {
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+
     let proto = Proto::new(opts.mode, opts.payload);
     let payload = Bytes::from(proto.payload().to_owned());
     let conns = connect(opts, k).await?;
@@ -41,26 +45,37 @@ pub(crate) async fn round_trips(opts: &Opts, k: usize) -> Result<Fields, String>
     control.stop_at(measure_from + opts.duration);
     let mut tasks = Vec::new();
     for conn in &conns {
-        for _ in 0..k {
-            let (conn, control, payload) = (conn.clone(), control.clone(), payload.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while control.take(1) == 1 {
-                    let sent = Instant::now();
-                    let answer = conn
-                        .emit_with_ack(EV_ECHO, payload.clone())
-                        .await
-                        .map_err(|err| format!("emit_with_ack: {err}"))?;
-                    if answer.len() != payload.len() {
-                        return Err(format!("echo of {} bytes", answer.len()));
-                    }
-                    if sent >= measure_from {
-                        latencies.push(nanos(sent.elapsed()));
-                    }
+        let (conn, control, payload) = (conn.clone(), control.clone(), payload.clone());
+        tasks.push(tokio::spawn(async move {
+            let ask = |conn: Conn, payload: Bytes| async move {
+                let sent = Instant::now();
+                let answer = conn
+                    .emit_with_ack(EV_ECHO, payload.clone())
+                    .await
+                    .map_err(|err| format!("emit_with_ack: {err}"))?;
+                if answer.len() != payload.len() {
+                    return Err(format!("echo of {} bytes", answer.len()));
                 }
-                Ok::<_, String>(latencies)
-            }));
-        }
+                Ok::<_, String>(sent)
+            };
+            let mut in_flight = FuturesUnordered::new();
+            let mut latencies = Vec::new();
+            for _ in 0..k {
+                if control.take(1) == 1 {
+                    in_flight.push(ask(conn.clone(), payload.clone()));
+                }
+            }
+            while let Some(answered) = in_flight.next().await {
+                let sent = answered?;
+                if sent >= measure_from {
+                    latencies.push(nanos(sent.elapsed()));
+                }
+                if control.take(1) == 1 {
+                    in_flight.push(ask(conn.clone(), payload.clone()));
+                }
+            }
+            Ok::<_, String>(latencies)
+        }));
     }
     let mut latencies = Vec::new();
     for task in futures_util::future::join_all(tasks).await {
