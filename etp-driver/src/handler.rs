@@ -258,11 +258,14 @@ impl Hasher for NameHasher {
     }
 }
 
+/// A handler and the name it was registered under.
+pub(crate) type NamedHandler = (Box<[u8]>, Arc<dyn Handler>);
+
 /// Handlers by event name. A handful of names (most applications) are found fastest
 /// by comparing them in turn, lengths first; more are hashed.
 #[derive(Clone)]
 pub(crate) enum HandlerTable {
-    Few(Vec<(Box<[u8]>, Arc<dyn Handler>)>),
+    Few(Vec<NamedHandler>),
     Many(HashMap<Box<[u8]>, Arc<dyn Handler>, BuildHasherDefault<NameHasher>>),
 }
 
