@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use bytes::{BufMut, BytesMut};
-
 /// The longest written ack id: `-9223372036854775808`.
 pub(crate) const MAX_LEN: usize = 20;
 
@@ -65,16 +63,12 @@ fn to_twos_complement(negative: bool, magnitude: u64) -> Option<u64> {
     }
 }
 
-/// Appends the `i64` decimal of `id` (so `u64::MAX` is written `-1`).
-pub(crate) fn write(id: u64, dst: &mut BytesMut) {
-    let mut buf = [0u8; MAX_LEN];
-    dst.put_slice(format_into(id, &mut buf));
-}
-
-fn format_into(id: u64, buf: &mut [u8; MAX_LEN]) -> &[u8] {
+/// Writes the `i64` decimal of `id` (so `u64::MAX` is `-1`) at the end of `buf`, which
+/// holds at least [`MAX_LEN`] bytes, and returns where it starts.
+pub(crate) fn write_at_end(id: u64, buf: &mut [u8]) -> usize {
     let value = id as i64;
     let mut magnitude = value.unsigned_abs();
-    let mut start = MAX_LEN;
+    let mut start = buf.len();
     loop {
         start -= 1;
         buf[start] = b'0' + (magnitude % 10) as u8;
@@ -87,7 +81,7 @@ fn format_into(id: u64, buf: &mut [u8; MAX_LEN]) -> &[u8] {
         start -= 1;
         buf[start] = b'-';
     }
-    &buf[start..]
+    start
 }
 
 /// Debug-prints an ack id as it appears on the wire (the `i64` decimal).
@@ -104,8 +98,13 @@ mod tests {
     use super::*;
 
     fn written(id: u64) -> String {
-        let mut buf = [0u8; MAX_LEN];
-        String::from_utf8(format_into(id, &mut buf).to_vec()).unwrap()
+        let mut buf = [b'x'; MAX_LEN + 3];
+        let start = write_at_end(id, &mut buf);
+        assert!(
+            buf[..start].iter().all(|&b| b == b'x'),
+            "wrote before its start"
+        );
+        String::from_utf8(buf[start..].to_vec()).unwrap()
     }
 
     #[test]

@@ -156,12 +156,24 @@ pub(crate) fn encode(
     for part in name_parts {
         dst.put_slice(part);
     }
-    dst.put_slice(SEPARATOR);
-    ack_id::write(ack_id, dst);
+    put_ack_id_part(ack_id, with_data, dst);
     if with_data {
-        dst.put_slice(SEPARATOR);
         dst.put_slice(data);
     }
+}
+
+/// Appends `||<ack id>`, and the `||` before the data when data follows, in one
+/// append: each `put_slice` checks capacity and moves the length, which cost more
+/// than these few bytes.
+fn put_ack_id_part(ack_id: u64, with_data: bool, dst: &mut BytesMut) {
+    const SEP: usize = SEPARATOR.len();
+    const LEN: usize = SEP + ack_id::MAX_LEN + SEP;
+    // Filled with the separator's byte: the digits go in the middle, and the
+    // separators on either side of them are already there.
+    let mut part = [SEPARATOR[0]; LEN];
+    let start = ack_id::write_at_end(ack_id, &mut part[..LEN - SEP]) - SEP;
+    let end = if with_data { LEN } else { LEN - SEP };
+    dst.put_slice(&part[start..end]);
 }
 
 /// Appends the reply to a request named `name` with ack id `ack_id`:
