@@ -228,9 +228,23 @@ pub fn driver(data: &[u8]) {
             }
         }
     };
+    // The immediate form (no future): joins, broadcasts and echoes while the event is
+    // read, so its sends must still come out before its reply.
+    let mirror = {
+        let handlers = handlers.clone();
+        move |conn: &crate::Conn, event: Event| {
+            let _guards = (Alive::new(&handlers), Running::new(&handlers));
+            conn.join("room");
+            if let Some(rooms) = conn.server_rooms() {
+                let _ = rooms.broadcast(["room"], "news", event.data(), None);
+            }
+            event.into_data()
+        }
+    };
     let server = ServerBuilder::with_runtime(rt.clone())
         .conn_config(config)
         .on("echo", echo)
+        .on("mirror", mirror)
         .on("wait", wait)
         .on("join", join)
         .on_disconnect({
@@ -302,7 +316,7 @@ impl World {
         match input.byte() % 16 {
             // A well-formed event from the peer, maybe asking for an ack.
             0 | 1 => {
-                let names: [&[u8]; 5] = [b"echo", b"wait", b"join", b"nope", b"echo"];
+                let names: [&[u8]; 5] = [b"echo", b"wait", b"join", b"nope", b"mirror"];
                 let name = Bytes::from_static(names[usize::from(input.byte()) % names.len()]);
                 let data = Bytes::from(input.bytes(24));
                 let id = if input.byte() % 2 == 0 {
