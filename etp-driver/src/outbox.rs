@@ -17,8 +17,9 @@ use futures_util::task::AtomicWaker;
 use crate::conn::Command;
 
 /// Above this many slots an empty batch buffer is let go rather than kept for the next
-/// burst: a connection that once queued a large burst does not hold its memory.
-const KEEP_CAPACITY: usize = 64;
+/// burst: a connection that once queued a large burst does not hold its memory. A
+/// command is about 100 bytes, so the two buffers keep at most about 3 KiB.
+const KEEP_CAPACITY: usize = 16;
 
 #[derive(Default)]
 pub(crate) struct Outbox {
@@ -159,6 +160,16 @@ mod tests {
         assert_eq!(batch.iter().map(number).collect::<Vec<_>>(), [7]);
         let refused = outbox.push(command(8)).expect_err("closed");
         assert_eq!(number(&refused), 8);
+    }
+
+    /// The bound on kept memory in `KEEP_CAPACITY`'s comment.
+    #[test]
+    fn a_command_is_about_a_hundred_bytes() {
+        assert!(
+            std::mem::size_of::<Command>() <= 128,
+            "{}",
+            std::mem::size_of::<Command>()
+        );
     }
 
     #[test]
