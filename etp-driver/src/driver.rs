@@ -283,13 +283,8 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     fn poll_commands(&mut self) -> bool {
         let mut progress = false;
         while self.write_bytes < WRITE_HIGH_WATER {
-            let Some(command) = self.taken.pop_front() else {
-                // The queued-bytes count rises before a push: at zero there is nothing
-                // to take, and the push to come will wake us (registered in
-                // `poll_run`).
-                if self.conn.has_queued() && self.commands.take(&mut self.taken) {
-                    continue;
-                }
+            // At the end the push to come wakes us (registered in `poll_run`).
+            let Some(command) = self.next_command() else {
                 break;
             };
             progress = true;
@@ -315,15 +310,22 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     /// Takes every queued frame into the session (so a close that follows them keeps
     /// its place behind them).
     fn apply_queued_commands(&mut self) {
-        loop {
-            let Some(command) = self.taken.pop_front() else {
-                if self.commands.take(&mut self.taken) {
-                    continue;
-                }
-                break;
-            };
+        while let Some(command) = self.next_command() {
             self.apply(command);
         }
+    }
+
+    /// The oldest command not yet applied: from the batch already taken, else from
+    /// the outbox.
+    fn next_command(&mut self) -> Option<Command> {
+        if self.taken.is_empty() {
+            // The queued-bytes count rises before a push: at zero the outbox is empty
+            // and need not be locked.
+            if !self.conn.has_queued() || !self.commands.take(&mut self.taken) {
+                return None;
+            }
+        }
+        self.taken.pop_front()
     }
 
     fn apply(&mut self, command: Command) {

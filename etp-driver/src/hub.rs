@@ -212,7 +212,10 @@ impl Rooms {
     }
 }
 
-fn deliver<'a>(
+/// Queues `frame` on each member except `except`, deciding its message kind once;
+/// members that are gone or over their bound miss it (their slow-consumer policy
+/// applies) and count as skipped.
+pub(crate) fn deliver<'a>(
     frame: &Bytes,
     members: impl Iterator<Item = &'a Conn>,
     except: Option<ConnId>,

@@ -22,7 +22,7 @@ use super::envelope::{self, AckOutcome, Answer, DecodeError, Message, Query};
 use super::{ClusterConfig, ClusterError, ClusterStats, NodeId};
 use crate::conn::Conn;
 use crate::error::{AckError, EmitError};
-use crate::hub::{Hub, Rooms};
+use crate::hub::{Hub, Rooms, deliver};
 use crate::id::ConnId;
 use crate::message::EncodedFrame;
 use crate::runtime::Runtime;
@@ -495,7 +495,8 @@ impl Node {
                         Some(rooms) => local.members(rooms.iter().map(String::as_str)),
                         None => local.all(),
                     };
-                    deliver(&frame, &members, except);
+                    // The report is this node's business only.
+                    let _ = deliver(&frame, members.iter(), except);
                 }
             }
             Message::Emit { conn, frame } => {
@@ -606,15 +607,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         // Every handle to the server is gone without a shutdown: leave anyway.
         self.stop();
-    }
-}
-
-/// Queues `frame` on each member except `except`; members that are gone or over
-/// their bound miss it (their slow-consumer policy applies).
-fn deliver(frame: &Bytes, members: &[Conn], except: Option<ConnId>) {
-    let frame = EncodedFrame::new(frame.clone());
-    for conn in members.iter().filter(|c| Some(c.id()) != except) {
-        let _ = conn.send_encoded(frame.clone());
     }
 }
 
