@@ -4,7 +4,7 @@
 //! The rest of the crate calls these functions unconditionally; with a feature off
 //! they are empty and inline to nothing, so the hot path pays nothing for them.
 //! The names, kinds and meaning of every metric are in the crate documentation
-//! (the `metrics` section), and tested in `tests/observability.rs`.
+//! (the `metrics` section), and tested in `tests/spans.rs` and `tests/metrics.rs`.
 
 #[cfg(feature = "metrics")]
 use std::time::Duration;
