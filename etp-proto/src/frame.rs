@@ -68,22 +68,44 @@ impl Frame {
     ///
     /// Only the `name||ackId||` prefix is scanned; the data is sliced off without being
     /// read, so the cost does not grow with the data length.
-    pub fn parse(mut msg: Bytes) -> Result<Self, FrameError> {
+    pub fn parse(msg: Bytes) -> Result<Self, FrameError> {
+        Self::parse_parts(msg, false).map(|(frame, _)| frame)
+    }
+
+    /// [`parse`](Self::parse), plus the request's head for [`encode_reply_from_head`]
+    /// when the frame asks for a reply (ack id not 0) and spells its ack id exactly as
+    /// Go writes ids: `name||id` as received, with the `||` after it when data
+    /// follows. The head shares the message's memory.
+    #[inline]
+    pub(crate) fn parse_request(msg: Bytes) -> Result<(Self, Option<Bytes>), FrameError> {
+        Self::parse_parts(msg, true)
+    }
+
+    #[inline(always)]
+    fn parse_parts(mut msg: Bytes, want_head: bool) -> Result<(Self, Option<Bytes>), FrameError> {
         let Some(name_end) = find_separator(&msg) else {
             return Err(FrameError::MissingSeparator { message: msg });
         };
+        let id_text = name_end + SEPARATOR.len();
+        let (ack_id, data_start) = match ack_id::parse_prefix(&msg[id_text..]) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                msg.advance(name_end);
+                return Err(ack_error(err, &msg));
+            }
+        };
+        let head = (want_head && ack_id != 0 && spelled_as_go(&msg[id_text..])).then(|| {
+            let end = data_start.map_or(msg.len(), |start| id_text + start);
+            msg.slice(..end)
+        });
         let name = msg.split_to(name_end);
         // `msg` now starts with the separator and holds the ack id and any data.
-        let (ack_id, data_start) = match ack_id::parse_prefix(&msg[SEPARATOR.len()..]) {
-            Ok(parsed) => parsed,
-            Err(err) => return Err(ack_error(err, &msg)),
-        };
         // Advancing moves the data out without another reference-count bump.
         let data = data_start.map(|start| {
             msg.advance(SEPARATOR.len() + start);
             msg
         });
-        Ok(Self { name, ack_id, data })
+        Ok((Self { name, ack_id, data }, head))
     }
 
     /// The event name (for an ack reply, including the `__ack_` prefix).
@@ -188,6 +210,33 @@ pub fn encode_ack_reply(
     encode(&[ACK_PREFIX, name], ack_id, data, encoding, dst);
 }
 
+/// Appends the reply to a request from the request's head as
+/// [`Frame::parse_request`] returns it: `__ack_` + head, then the data. The same bytes
+/// as [`encode_ack_reply`] writes, without formatting the id again and in fewer
+/// appends (each `put_slice` checks capacity and moves the length).
+pub(crate) fn encode_reply_from_head(
+    head: &[u8],
+    data: &[u8],
+    encoding: Encoding,
+    dst: &mut BytesMut,
+) {
+    let with_data = !data.is_empty() || encoding == Encoding::ThreePart;
+    // An id never ends in `|`: a head ending in the separator carries the one
+    // before the request's data.
+    let bare = head.strip_suffix(SEPARATOR).unwrap_or(head);
+    dst.reserve(ACK_PREFIX.len() + bare.len() + SEPARATOR.len() + data.len());
+    dst.put_slice(ACK_PREFIX);
+    if !with_data {
+        dst.put_slice(bare);
+        return;
+    }
+    dst.put_slice(head);
+    if bare.len() == head.len() {
+        dst.put_slice(SEPARATOR);
+    }
+    dst.put_slice(data);
+}
+
 /// Appends an event frame `name||ack_id[||data]` after checking that the peer will
 /// decode the same name back.
 pub fn encode_event(
@@ -261,6 +310,12 @@ fn find_separator(haystack: &[u8]) -> Option<usize> {
 /// Builds the error for a bad ack id. `tail` starts with the first separator; the ack id
 /// text is what lies between it and the next separator (or the end), as in Go.
 #[cold]
+/// True when the valid, non-zero ack id at the start of `id_text` is spelled as Go's
+/// `strconv.Itoa` spells it: no `+`, and no leading zero after an optional `-`.
+fn spelled_as_go(id_text: &[u8]) -> bool {
+    !matches!(id_text, [b'+' | b'0', ..] | [b'-', b'0', ..])
+}
+
 fn ack_error(err: AckIdError, tail: &Bytes) -> FrameError {
     let rest = tail.slice(SEPARATOR.len()..);
     let ack = match find_separator(&rest) {

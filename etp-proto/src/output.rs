@@ -92,10 +92,13 @@ impl fmt::Debug for Event {
 ///
 /// Not `Clone`: a request is answered once, by passing the token to
 /// [`Session::ack`](crate::Session::ack).
-#[derive(PartialEq, Eq)]
 #[must_use = "etp answers every ack request; pass the token to Session::ack"]
 pub struct ReplyToken {
-    pub(crate) name: Bytes,
+    /// The request's name, or, from a received request whose ack id is spelled as Go
+    /// writes ids, its `name||id` head as received (see `Frame::parse_request`): the
+    /// reply repeats those bytes instead of formatting the id again.
+    pub(crate) head: Bytes,
+    pub(crate) name_len: usize,
     pub(crate) id: u64,
 }
 
@@ -103,7 +106,16 @@ impl ReplyToken {
     /// A token for answering the request `name` with ack id `id` (for drivers that parse
     /// frames themselves).
     pub fn new(name: Bytes, id: u64) -> Self {
-        Self { name, id }
+        Self {
+            name_len: name.len(),
+            head: name,
+            id,
+        }
+    }
+
+    /// A token from a received request's head (`name||id`, as received).
+    pub(crate) fn from_head(head: Bytes, name_len: usize, id: u64) -> Self {
+        Self { head, name_len, id }
     }
 
     /// The request's ack id as stored (two's complement of Go's `int`).
@@ -113,9 +125,18 @@ impl ReplyToken {
 
     /// The request's event name; the reply is named `__ack_` + this.
     pub fn name(&self) -> &[u8] {
-        &self.name
+        &self.head[..self.name_len]
     }
 }
+
+/// Tokens are equal when they answer the same name and id, however they were made.
+impl PartialEq for ReplyToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.name() == other.name()
+    }
+}
+
+impl Eq for ReplyToken {}
 
 impl fmt::Debug for ReplyToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

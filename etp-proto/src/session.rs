@@ -160,7 +160,7 @@ impl<C> Session<C> {
             self.close_with(CloseReason::MessageTooLarge { limit });
             return Err(ProtocolError::MessageTooLarge { limit, len });
         }
-        let frame = Frame::parse(message)?;
+        let (frame, head) = Frame::parse_request(message)?;
         let is_ack = frame.is_ack();
         let (name, id, data) = frame.into_parts();
         if is_ack {
@@ -168,9 +168,9 @@ impl<C> Session<C> {
                 self.outputs.push_back(Output::AckResolved { ctx, data });
             }
         } else {
-            let reply = (id != 0).then(|| ReplyToken {
-                name: name.clone(),
-                id,
+            let reply = (id != 0).then(|| match head {
+                Some(head) => ReplyToken::from_head(head, name.len(), id),
+                None => ReplyToken::new(name.clone(), id),
             });
             self.outputs
                 .push_back(Output::Event(Event { name, data, reply }));
@@ -266,8 +266,12 @@ impl<C> Session<C> {
     pub fn ack(&mut self, reply: ReplyToken, data: &[u8]) -> Result<(), SendError> {
         self.check_open()?;
         let encoding = self.config.encoding;
-        let buf = self.encode_buf(frame::ACK_PREFIX.len() + reply.name.len() + data.len());
-        frame::encode_ack_reply(&reply.name, reply.id, data, encoding, buf);
+        let buf = self.encode_buf(frame::ACK_PREFIX.len() + reply.head.len() + data.len());
+        if reply.head.len() == reply.name_len {
+            frame::encode_ack_reply(reply.name(), reply.id, data, encoding, buf);
+        } else {
+            frame::encode_reply_from_head(&reply.head, data, encoding, buf);
+        }
         self.queue_encoded();
         Ok(())
     }

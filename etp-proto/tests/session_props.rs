@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use etp_proto::{AckFailure, CloseReason, Config, Event, MAX_ACK_ID, Output, SendError, Session};
+use etp_proto::{
+    AckFailure, CloseReason, Config, Encoding, Event, MAX_ACK_ID, Output, SendError, Session,
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm};
@@ -660,5 +662,63 @@ proptest! {
         harness.apply(&Op::Close);
         harness.apply(&Op::Request { timeout_ms: None });
         harness.apply(&Op::Advance { ms: 1000, fire: true });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Replies to received requests, whatever the request's id spelling
+// ---------------------------------------------------------------------------
+
+/// How a request spells its (non-zero) ack id: as Go writes it, with a `+`, or with
+/// leading zeros (after the `-` of a negative id).
+fn spelled(id: i64, how: u8, zeros: usize) -> String {
+    let magnitude = id.unsigned_abs();
+    let sign = if id < 0 { "-" } else { "" };
+    match how % 3 {
+        0 => id.to_string(),
+        1 if id > 0 => format!("+{id}"),
+        _ => format!("{sign}{}{magnitude}", "0".repeat(zeros)),
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(1000))]
+
+    /// A reply repeats the request's head when its id is spelled as Go spells ids
+    /// and formats the id otherwise; either way the bytes are Go's.
+    #[test]
+    fn a_reply_to_a_received_request_is_go_s_bytes_whatever_the_id_spelling(
+        name in "[a-z_]{1,8}",
+        id in any::<i64>().prop_filter("asks for a reply", |id| *id != 0),
+        how in any::<u8>(),
+        zeros in 1usize..4,
+        request_data in proptest::option::of("[a-z|]{0,6}"),
+        reply_data in vec(any::<u8>(), 0..6),
+        three_part in any::<bool>(),
+    ) {
+        let encoding = if three_part { Encoding::ThreePart } else { Encoding::Compact };
+        let mut config = Config::default();
+        config.encoding = encoding;
+        let mut session = Session::<u64>::new(config, start());
+        let request = match &request_data {
+            Some(data) => format!("{name}||{}||{data}", spelled(id, how, zeros)),
+            None => format!("{name}||{}", spelled(id, how, zeros)),
+        };
+        session.handle_message(Bytes::from(request), start()).unwrap();
+        let Some(Output::Event(Event { reply: Some(reply), .. })) = session.poll_output() else {
+            panic!("the request is dispatched with a reply token");
+        };
+        prop_assert_eq!(reply.name(), name.as_bytes());
+        prop_assert_eq!(reply.id(), id as u64);
+        session.ack(reply, &reply_data).unwrap();
+        let Some(Output::Transmit(frame)) = session.poll_output() else {
+            panic!("the reply is sent");
+        };
+        let mut expected = format!("__ack_{name}||{id}").into_bytes();
+        if !reply_data.is_empty() || three_part {
+            expected.extend_from_slice(b"||");
+            expected.extend_from_slice(&reply_data);
+        }
+        prop_assert_eq!(&frame[..], &expected[..]);
     }
 }
