@@ -28,13 +28,18 @@ use etp_proto::{AckFailure, CloseReason, Output, ProtocolError, ReplyToken, Sess
 use crate::conn::{AckSender, Command, Conn, Control, Receivers};
 use crate::error::{AckError, DisconnectReason, Error, panic_message};
 use crate::handler::{BoxFuture, Call, Event, Registry};
-use crate::message::EncodedFrame;
+use crate::message::{EncodedFrame, payload_len};
 use crate::observe::{self, EventSpan};
 use crate::outbox::Outbox;
 use crate::runtime::Runtime;
 
 /// A WebSocket as the driver needs it: a stream of received messages and a sink of
 /// messages to send (tokio-tungstenite's and async-tungstenite's `WebSocketStream`).
+///
+/// The driver sends text as a ready, final text frame (`Message::Frame`), which
+/// tungstenite writes exactly like `Message::Text`: its bytes were checked for UTF-8
+/// once, and `Message::Text` would check them again. A sink that is not tungstenite's
+/// can turn such frames back with [`as_received`](crate::as_received).
 pub trait WebSocket:
     Stream<Item = Result<Message, tungstenite::Error>>
     + Sink<Message, Error = tungstenite::Error>
@@ -665,7 +670,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     }
 
     fn queue(&mut self, message: Message) {
-        self.write_bytes += message.len();
+        self.write_bytes += payload_len(&message);
         self.writes.push_back(message);
     }
 
@@ -724,8 +729,9 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             let Some(message) = self.writes.pop_front() else {
                 break;
             };
-            self.write_bytes -= message.len();
-            observe::bytes_out(message.len());
+            let len = payload_len(&message);
+            self.write_bytes -= len;
+            observe::bytes_out(len);
             if let Err(err) = self.ws.start_send_unpin(message) {
                 return ControlFlow::Break(self.write_failed(err));
             }

@@ -120,6 +120,7 @@ pub use hub::{BroadcastReport, Rooms};
 pub use id::{ConnId, ParseConnIdError};
 #[cfg(feature = "json")]
 pub use json::{DecodeError, Json, JsonError};
+pub use message::as_received;
 pub use runtime::Runtime;
 pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, Server, ServerBuilder};
 

@@ -473,6 +473,9 @@ impl World {
             let bytes = match message {
                 Message::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
                 Message::Binary(bytes) => bytes,
+                Message::Frame(frame) => {
+                    panic!("the driver sent a raw frame that is not text: {frame:?}")
+                }
                 _ => continue,
             };
             let Ok(frame) = etp_proto::Frame::parse(bytes) else {

@@ -126,6 +126,9 @@ impl Sink<Message> for FakeWs {
     }
 
     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), WsError> {
+        // What the peer reads, as tungstenite would write it: a text frame whose
+        // bytes are not UTF-8 stays a `Message::Frame`, which the checks reject.
+        let message = crate::as_received(message);
         let mut state = lock(&self.state);
         if state.close_sent || state.close_received {
             return Err(WsError::Protocol(WsProtocolError::SendAfterClosing));

@@ -363,6 +363,8 @@ impl Sink<Message> for FakeWs {
     }
 
     fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), WsError> {
+        // What the peer reads, as tungstenite would write it.
+        let message = etp_driver::as_received(message);
         let mut state = lock(&self.state);
         if state.close_sent || state.close_received {
             state.sent_after_close.push(message);
