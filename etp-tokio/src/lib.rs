@@ -31,6 +31,7 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 mod client;
+mod io;
 mod runtime;
 mod server;
 mod upgrade;
