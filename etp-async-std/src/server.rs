@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
+use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::protocol::Role;
+use etp_driver::Request;
 use etp_driver::handshake::websocket_config;
-use etp_driver::{Request, WsStream};
 use futures_util::FutureExt;
 
 use crate::Server;
@@ -107,7 +108,9 @@ async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
                 let mut rest =
                     Vec::with_capacity(server.conn_config().read_buffer_size.max(head.rest.len()));
                 rest.extend_from_slice(&head.rest);
-                let ws = WsStream::from_partially_read(stream, rest, Role::Server, config);
+                let ws =
+                    WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config))
+                        .await;
                 server.serve_connection(ws, request).await;
                 return;
             }

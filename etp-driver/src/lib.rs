@@ -103,7 +103,6 @@ mod observe;
 mod outbox;
 mod runtime;
 mod server;
-mod socket;
 mod tracker;
 
 #[doc(hidden)]
@@ -124,7 +123,6 @@ pub use json::{DecodeError, Json, JsonError};
 pub use message::as_received;
 pub use runtime::Runtime;
 pub use server::{DEFAULT_HANDSHAKE_TIMEOUT, Server, ServerBuilder};
-pub use socket::WsStream;
 
 pub use bytes::Bytes;
 pub use etp_proto as proto;

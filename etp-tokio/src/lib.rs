@@ -31,7 +31,6 @@
 #[cfg(feature = "axum")]
 pub mod axum;
 mod client;
-mod io;
 mod runtime;
 mod server;
 mod upgrade;

@@ -3,14 +3,14 @@
 
 use std::net::SocketAddr;
 
+use etp_driver::Request;
 use etp_driver::handshake::websocket_config;
-use etp_driver::{Request, WsStream};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::Server;
-use crate::io::FuturesIo;
 
 /// Answers an upgrade request: `101` and the connection runs in a new task, or the
 /// refusal (426, 405, 400, 403, 503, or the authentication hook's) with a short text
@@ -96,18 +96,31 @@ where
                         // Even empty, `read_buf` is a view of hyper's 8 KiB read buffer
                         // and would keep all of it for the life of the connection.
                         drop(read_buf);
-                        let io = FuturesIo(io.into_inner());
+                        let io = io.into_inner();
                         let ws = match part {
-                            None => WsStream::new(io, Role::Server, config),
+                            None => {
+                                WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
+                                    .await
+                            }
                             Some(part) => {
-                                WsStream::from_partially_read(io, part, Role::Server, config)
+                                WebSocketStream::from_partially_read(
+                                    io,
+                                    part,
+                                    Role::Server,
+                                    Some(config),
+                                )
+                                .await
                             }
                         };
                         server.serve_connection(ws, request).await;
                     }
                     Err(upgraded) => {
-                        let io = FuturesIo(TokioIo::new(upgraded));
-                        let ws = WsStream::new(io, Role::Server, config);
+                        let ws = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            Some(config),
+                        )
+                        .await;
                         server.serve_connection(ws, request).await;
                     }
                 }
