@@ -73,9 +73,10 @@ impl Frame {
     }
 
     /// [`parse`](Self::parse), plus the request's head for [`encode_reply_from_head`]
-    /// when the frame asks for a reply (ack id not 0) and spells its ack id exactly as
-    /// Go writes ids: `name||id` as received, with the `||` after it when data
-    /// follows. The head shares the message's memory.
+    /// when the frame is a request that asks for a reply (ack id not 0, not an
+    /// `__ack_` frame) and spells its ack id exactly as Go writes ids: `name||id` as
+    /// received, with the `||` after it when data follows. The head shares the
+    /// message's memory.
     #[inline]
     pub(crate) fn parse_request(msg: Bytes) -> Result<(Self, Option<Bytes>), FrameError> {
         Self::parse_parts(msg, true)
@@ -94,7 +95,12 @@ impl Frame {
                 return Err(ack_error(err, &msg));
             }
         };
-        let head = (want_head && ack_id != 0 && spelled_as_go(&msg[id_text..])).then(|| {
+        // Replies (`__ack_…`) are never answered: no head for them.
+        let head = (want_head
+            && ack_id != 0
+            && spelled_as_go(&msg[id_text..])
+            && !msg.starts_with(ACK_PREFIX))
+        .then(|| {
             let end = data_start.map_or(msg.len(), |start| id_text + start);
             msg.slice(..end)
         });
@@ -460,5 +466,47 @@ mod tests {
                 ack: Bytes::from_static(b"1x")
             }
         );
+    }
+
+    #[test]
+    fn a_request_s_head_is_kept_only_when_a_reply_can_repeat_it() {
+        let head = |s: &'static [u8]| {
+            Frame::parse_request(Bytes::from_static(s))
+                .unwrap()
+                .1
+                .map(|h| h.to_vec())
+        };
+        assert_eq!(head(b"ev||5||data").as_deref(), Some(&b"ev||5||"[..]));
+        assert_eq!(head(b"ev||5").as_deref(), Some(&b"ev||5"[..]));
+        assert_eq!(head(b"ev||-5||").as_deref(), Some(&b"ev||-5||"[..]));
+        // Spelled otherwise than Go writes ids: the reply formats the id.
+        assert_eq!(head(b"ev||+5||d"), None);
+        assert_eq!(head(b"ev||05||d"), None);
+        assert_eq!(head(b"ev||-05||d"), None);
+        // No reply wanted, or a reply itself.
+        assert_eq!(head(b"ev||0||d"), None);
+        assert_eq!(head(b"__ack_ev||5||d"), None);
+    }
+
+    #[test]
+    fn a_reply_from_the_head_is_the_reply_go_writes() {
+        for (request, data, encoding, reply) in [
+            (
+                &b"ev||5||x"[..],
+                &b"r"[..],
+                Encoding::Compact,
+                &b"__ack_ev||5||r"[..],
+            ),
+            (b"ev||5||x", b"", Encoding::Compact, b"__ack_ev||5"),
+            (b"ev||5||x", b"", Encoding::ThreePart, b"__ack_ev||5||"),
+            (b"ev||5", b"r", Encoding::Compact, b"__ack_ev||5||r"),
+            (b"ev||5", b"", Encoding::Compact, b"__ack_ev||5"),
+            (b"ev||5", b"", Encoding::ThreePart, b"__ack_ev||5||"),
+        ] {
+            let (_, head) = Frame::parse_request(Bytes::copy_from_slice(request)).unwrap();
+            let mut dst = BytesMut::new();
+            encode_reply_from_head(&head.unwrap(), data, encoding, &mut dst);
+            assert_eq!(&dst[..], reply, "{:?}", String::from_utf8_lossy(request));
+        }
     }
 }
