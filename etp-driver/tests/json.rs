@@ -90,22 +90,30 @@ async fn an_immediate_typed_handler_decodes_replies_and_reports_bad_data() {
     s.peer.send_text("sub||0||not json");
     s.peer.assert_silent().await;
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let errors = recorder.errors();
-    assert_eq!(errors.len(), 2, "{errors:?}");
-    for err in errors.iter() {
-        match err {
+    assert_eq!(add_decode_errors(&recorder, "sub").len(), 2);
+    assert!(!s.conn.is_closed());
+}
+
+/// The error hook's reports, each of which must be a failure to decode the data of
+/// request `event` as `Add`; returns their messages.
+fn add_decode_errors(recorder: &Recorder, event: &str) -> Vec<String> {
+    recorder
+        .errors()
+        .iter()
+        .map(|err| match err {
             Error::Decode(decode) => {
-                assert_eq!(decode.event(), "sub");
+                assert_eq!(decode.event(), event);
                 assert!(
                     decode.type_name().ends_with("Add"),
                     "{}",
                     decode.type_name()
                 );
+                assert!(!decode.is_reply());
+                err.to_string()
             }
             other => panic!("expected a decode error, got {other:?}"),
-        }
-    }
-    assert!(!s.conn.is_closed());
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -141,24 +149,8 @@ async fn data_that_does_not_decode_is_reported_answered_empty_and_the_connection
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert!(!s.conn.is_closed());
 
-    let errors = recorder.errors();
-    assert_eq!(errors.len(), 3, "{errors:?}");
-    let messages: Vec<String> = errors
-        .iter()
-        .map(|err| match err {
-            Error::Decode(decode) => {
-                assert_eq!(decode.event(), "add");
-                assert!(
-                    decode.type_name().ends_with("Add"),
-                    "{}",
-                    decode.type_name()
-                );
-                assert!(!decode.is_reply());
-                err.to_string()
-            }
-            other => panic!("expected a decode error, got {other:?}"),
-        })
-        .collect();
+    let messages = add_decode_errors(&recorder, "add");
+    assert_eq!(messages.len(), 3, "{messages:?}");
     assert!(
         messages[0].starts_with("cannot decode the data of event \"add\" as JSON for ")
             && messages[0].ends_with("Add: missing field `b` at line 1 column 7"),
