@@ -126,6 +126,17 @@ pub enum Call {
     Async(BoxFuture<Bytes>),
 }
 
+impl Call {
+    /// The async form's call: `future`, boxed, its output turned into ack data.
+    pub(crate) fn of_future<Fut>(future: Fut) -> Self
+    where
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoAck,
+    {
+        Self::Async(Box::pin(async move { future.await.into_ack() }))
+    }
+}
+
 /// An event handler: a function of the connection and the event whose result is the
 /// acknowledgement data.
 ///
@@ -172,8 +183,7 @@ where
     Fut::Output: IntoAck,
 {
     fn call(&self, conn: &Conn, event: Event) -> Call {
-        let future = self(conn.clone(), event);
-        Call::Async(Box::pin(async move { future.await.into_ack() }))
+        Call::of_future(self(conn.clone(), event))
     }
 }
 

@@ -81,10 +81,7 @@ where
 {
     fn call(&self, conn: &Conn, event: Event) -> Call {
         match decode_event::<T>(conn, &event) {
-            Some(value) => {
-                let future = self(conn.clone(), Json(value));
-                Call::Async(Box::pin(async move { future.await.into_ack() }))
-            }
+            Some(value) => Call::of_future(self(conn.clone(), Json(value))),
             None => Call::Done(Bytes::new()),
         }
     }
