@@ -3,8 +3,8 @@
 #
 #   benches/pinned.sh WORKLOAD RUNTIME REPS DIR...
 #
-# The server (DIR/etp-bench-server, or DIR/raw-echo-server when RUNTIME is raw or
-# raw-async-std) runs on CPU 0 with one worker thread; the load generator (the first
+# The server (DIR/etp-bench-server, or DIR/raw-echo-server when RUNTIME is raw,
+# raw-async-std, floor or floor-async-std) runs on CPU 0 with one worker thread; the load generator (the first
 # DIR's etp-bench, one thread) on CPU 1; 16 connections, 64 B, k = 16, 2 s per run
 # after a warm-up run. Builds are interleaved within each repetition. Prints each
 # run's rate, then per build the median rate and the median of its per-repetition
@@ -21,7 +21,7 @@
 set -euo pipefail
 
 WORKLOAD=${1:?fire, pipelined or ack}
-RUNTIME=${2:?tokio, async-std, raw or raw-async-std}
+RUNTIME=${2:?tokio, async-std, raw, raw-async-std, floor or floor-async-std}
 REPS=${3:?repetitions}
 shift 3
 [ $# -ge 1 ] || { echo "give at least one build directory" >&2; exit 2; }
@@ -33,6 +33,8 @@ trap 'rm -f "$OUT"; kill "${SERVER:-}" 2>/dev/null || true' EXIT
 case $RUNTIME in
 raw) MODE=raw SERVER_ARGS=(--runtime tokio) BIN=raw-echo-server ;;
 raw-async-std) MODE=raw SERVER_ARGS=(--runtime async-std) BIN=raw-echo-server ;;
+floor) MODE=etp SERVER_ARGS=(--runtime tokio --floor) BIN=raw-echo-server ;;
+floor-async-std) MODE=etp SERVER_ARGS=(--runtime async-std --floor) BIN=raw-echo-server ;;
 tokio | async-std) MODE=etp SERVER_ARGS=(--runtime "$RUNTIME") BIN=etp-bench-server ;;
 *) echo "unknown runtime $RUNTIME" >&2; exit 2 ;;
 esac

@@ -7,7 +7,8 @@
 #
 # BIN_DIR holds a release build's etp-bench-server, raw-echo-server and etp-bench;
 # SERVER is tokio, async-std (etp-bench-server), raw or raw-async-std
-# (raw-echo-server); WORKLOAD is fire, pipelined or ack (16 connections, 64 B, k=16).
+# (raw-echo-server), floor or floor-async-std (raw-echo-server --floor: the least an
+# etp server must do); WORKLOAD is fire, pipelined or ack (16 connections, 64 B, k=16).
 # OPS defaults to 50000, PORT to 9150.
 #
 # instructions: the server runs under callgrind with one worker thread; a first run
@@ -25,7 +26,7 @@ set -euo pipefail
 
 WHAT=${1:?instructions or syscalls}
 BIN=${2:?directory of the binaries}
-SERVER=${3:?tokio, async-std, raw or raw-async-std}
+SERVER=${3:?tokio, async-std, raw, raw-async-std, floor or floor-async-std}
 WORKLOAD=${4:?fire, pipelined or ack}
 OPS=${5:-50000}
 PORT=${6:-9150}
@@ -37,6 +38,8 @@ tokio) CMD=("$BIN/etp-bench-server" "127.0.0.1:$PORT" --runtime tokio) MODE=etp 
 async-std) CMD=("$BIN/etp-bench-server" "127.0.0.1:$PORT" --runtime async-std) MODE=etp ;;
 raw) CMD=("$BIN/raw-echo-server" "127.0.0.1:$PORT" --runtime tokio) MODE=raw ;;
 raw-async-std) CMD=("$BIN/raw-echo-server" "127.0.0.1:$PORT" --runtime async-std) MODE=raw ;;
+floor) CMD=("$BIN/raw-echo-server" "127.0.0.1:$PORT" --runtime tokio --floor) MODE=etp ;;
+floor-async-std) CMD=("$BIN/raw-echo-server" "127.0.0.1:$PORT" --runtime async-std --floor) MODE=etp ;;
 *)
     echo "unknown server $SERVER" >&2
     exit 2
@@ -76,7 +79,7 @@ instructions)
     FILE=$OUT/callgrind.$TAG.out
     rm -f "$FILE" "$FILE".*
     # One worker, so that the counts do not depend on how work spreads over threads.
-    if [ "$SERVER" = tokio ] || [ "$SERVER" = raw ]; then
+    if [ "$SERVER" = tokio ] || [ "$SERVER" = raw ] || [ "$SERVER" = floor ]; then
         CMD+=(--threads 1)
     fi
     ASYNC_STD_THREAD_COUNT=1 valgrind --tool=callgrind --callgrind-out-file="$FILE" \

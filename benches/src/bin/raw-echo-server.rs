@@ -2,7 +2,7 @@
 //! loaded by `etp-bench --mode raw` with the same payload sizes as the etp runs.
 //!
 //! ```sh
-//! raw-echo-server [ADDR] [--threads N] [--runtime tokio|async-std]
+//! raw-echo-server [ADDR] [--threads N] [--runtime tokio|async-std] [--floor]
 //! ```
 //!
 //! `--runtime async-std` serves the same loop with async-tungstenite on async-std (the
@@ -14,6 +14,11 @@
 //! the tags of `etp_benches::load`: `!` increments a counter (no reply), `?` is
 //! answered with `?<counter>`, `+` joins the fanout room (the message is echoed as the
 //! answer), `^` is sent unchanged (one shared `Message`) to every member of the room.
+//!
+//! `--floor` serves etp frames instead, doing only the work the protocol cannot do
+//! without (see [`floor_reply`]): it is loaded by `etp-bench --mode etp` and bounds
+//! from above what any etp server on this stack can reach. It is not a server: it
+//! does not check what it is sent and ignores every other part of the protocol.
 //!
 //! Each connection is one task that reads and writes in the same loop, as the etp
 //! driver does: it reads what is ready (up to 32 messages), hands every reply to the
@@ -31,8 +36,11 @@ use etp_benches::load::{Args, RAW_COUNT, RAW_GETCOUNT, RAW_JOIN, RAW_PUB, websoc
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpListener;
 // tokio's channel needs no tokio runtime: both runtimes use the same one.
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Messages read per turn before writing.
 const READ_BATCH: usize = 32;
@@ -45,11 +53,16 @@ const TURNS_PER_POLL: usize = 16;
 struct State {
     counter: AtomicU64,
     room: Mutex<Vec<mpsc::UnboundedSender<Message>>>,
+    /// `--floor`: answer etp frames (`floor_reply`) instead of the raw tags.
+    floor: bool,
 }
 
 fn main() -> std::io::Result<()> {
-    let args = Args::parse(std::env::args().skip(1), &[]);
-    if let Some(unknown) = args.names().find(|n| !["threads", "runtime"].contains(n)) {
+    let args = Args::parse(std::env::args().skip(1), &["floor"]);
+    if let Some(unknown) = args
+        .names()
+        .find(|n| !["threads", "runtime", "floor"].contains(n))
+    {
         eprintln!("unknown option --{unknown}");
         std::process::exit(2);
     }
@@ -58,7 +71,10 @@ fn main() -> std::io::Result<()> {
         .first()
         .cloned()
         .unwrap_or_else(|| "127.0.0.1:9005".to_owned());
-    let state = Arc::new(State::default());
+    let state = Arc::new(State {
+        floor: args.flag("floor"),
+        ..State::default()
+    });
     match args.get("runtime").unwrap_or("tokio") {
         "tokio" => {
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -163,24 +179,10 @@ where
                         continue;
                     }
                 }
-                let reply = match first_byte(&message) {
-                    Some(RAW_COUNT) => {
-                        state.counter.fetch_add(1, Ordering::Relaxed);
-                        None
-                    }
-                    Some(RAW_GETCOUNT) => Some(Message::text(format!(
-                        "?{}",
-                        state.counter.load(Ordering::Relaxed)
-                    ))),
-                    Some(RAW_JOIN) => {
-                        lock(&state.room).push(tx.clone());
-                        Some(message)
-                    }
-                    Some(RAW_PUB) => {
-                        lock(&state.room).retain(|member| member.send(message.clone()).is_ok());
-                        None
-                    }
-                    _ => Some(message),
+                let reply = if state.floor {
+                    floor_reply(message, &state)
+                } else {
+                    raw_reply(message, &state, &tx)
                 };
                 if let Some(reply) = reply {
                     out_bytes += reply.len();
@@ -218,6 +220,84 @@ where
         Poll::Pending
     })
     .await;
+}
+
+/// The raw protocol: what to send back for one data message.
+fn raw_reply(
+    message: Message,
+    state: &State,
+    tx: &mpsc::UnboundedSender<Message>,
+) -> Option<Message> {
+    match first_byte(&message) {
+        Some(RAW_COUNT) => {
+            state.counter.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Some(RAW_GETCOUNT) => Some(Message::text(format!(
+            "?{}",
+            state.counter.load(Ordering::Relaxed)
+        ))),
+        Some(RAW_JOIN) => {
+            lock(&state.room).push(tx.clone());
+            Some(message)
+        }
+        Some(RAW_PUB) => {
+            lock(&state.room).retain(|member| member.send(message.clone()).is_ok());
+            None
+        }
+        _ => Some(message),
+    }
+}
+
+/// `--floor`: the least an etp server must do for one event of the `ack`,
+/// `pipelined` and `fire` workloads, on the same read and write path as the raw echo.
+///
+/// It finds the `||` after the name, reads the ack id's digits, picks the handler by
+/// name (a `match`, cheaper than any registry a library can offer), and answers a
+/// request with `__ack_` + name + `||` + id + `||` + data, built in one buffer and sent
+/// as a ready text frame (its parts came from a text message: no UTF-8 check). What a
+/// library adds on top of this is its own: a handler registry, a session state
+/// machine, panic containment, bounds. Frames it does not understand are dropped.
+fn floor_reply(message: Message, state: &State) -> Option<Message> {
+    let Message::Text(text) = message else {
+        return None;
+    };
+    let bytes = Bytes::from(text);
+    // Names are short: a plain scan finds the `||` sooner than a vector search
+    // could be set up.
+    let name_end = bytes.windows(2).position(|pair| pair == b"||")?;
+    let (name, rest) = (&bytes[..name_end], &bytes[name_end + 2..]);
+    let id_end = rest.iter().position(|&b| b == b'|').unwrap_or(rest.len());
+    let id_text = &rest[..id_end];
+    let mut id = 0u64;
+    for &digit in id_text {
+        id = id
+            .checked_mul(10)?
+            .checked_add(u64::from(digit.checked_sub(b'0')?))?;
+    }
+    let data = rest.get(id_end + 2..).unwrap_or_default();
+    let counted;
+    let reply_data: &[u8] = match name {
+        b"count" => {
+            state.counter.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        b"echo" => data,
+        b"getcount" => {
+            counted = state.counter.load(Ordering::Relaxed).to_string();
+            counted.as_bytes()
+        }
+        _ => return None,
+    };
+    if id == 0 {
+        return None;
+    }
+    let mut reply = Vec::with_capacity(6 + name.len() + 2 + id_text.len() + 2 + data.len());
+    for part in [b"__ack_", name, b"||", id_text, b"||", reply_data] {
+        reply.extend_from_slice(part);
+    }
+    let frame = Frame::message(Bytes::from(reply), OpCode::Data(Data::Text), true);
+    Some(Message::Frame(frame))
 }
 
 fn first_byte(message: &Message) -> Option<u8> {
