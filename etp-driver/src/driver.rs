@@ -451,6 +451,9 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         let mut read = false;
         // One clock reading per batch: messages read together arrived together.
         let mut batch_now = None;
+        // An event read now is dispatched at once (`Session::receive`): what the
+        // session queued before it goes first.
+        self.drain_outputs();
         for _ in 0..READ_BATCH {
             // Once the socket said Pending its waker is registered: asking again in
             // the same poll costs a failed read (a syscall on some runtimes).
@@ -505,7 +508,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 Message::Frame(_) => {}
             }
             // One message at a time through the session, so that the backlog check
-            // above sees every event.
+            // above sees every event and the next event finds the queue empty.
             self.drain_outputs();
         }
         ControlFlow::Continue(read)
@@ -535,13 +538,32 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     }
 
     fn handle(&mut self, message: Bytes, now: Instant) {
-        match self.session.handle_message(message, now) {
-            Ok(()) => {}
+        match self.session.receive(message, now) {
+            Ok(Some(event)) => self.on_event(event),
+            Ok(None) => {}
             Err(ProtocolError::MessageTooLarge { limit, .. }) => {
                 self.reason
                     .get_or_insert(DisconnectReason::ReadLimit { limit });
             }
             Err(err) => self.registry.report(Some(&self.conn), Error::Protocol(err)),
+        }
+    }
+
+    /// Runs a received event's handler, or keeps the event until a slot is free.
+    fn on_event(&mut self, event: etp_proto::Event) {
+        observe::event_in();
+        if self.phase == Phase::Open
+            && self.handlers.len() < self.registry.config.handler_concurrency
+        {
+            self.dispatch(event);
+        } else if self.phase == Phase::Open {
+            self.backlog_bytes += backlog_cost(&event);
+            self.backlog.push_back(event);
+        } else {
+            // Shutting down: no new work. A request read now is left unanswered: an
+            // (empty) reply would tell the peer it was handled. It fails on the
+            // peer's side with the connection-closed error when our close arrives.
+            drop(event);
         }
     }
 
@@ -564,23 +586,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     };
                     self.queue(encoded.into_message());
                 }
-                Output::Event(event) => {
-                    observe::event_in();
-                    if self.phase == Phase::Open
-                        && self.handlers.len() < self.registry.config.handler_concurrency
-                    {
-                        self.dispatch(event);
-                    } else if self.phase == Phase::Open {
-                        self.backlog_bytes += backlog_cost(&event);
-                        self.backlog.push_back(event);
-                    } else {
-                        // Shutting down: no new work. A request read now is left
-                        // unanswered: an (empty) reply would tell the peer it was
-                        // handled. It fails on the peer's side with the
-                        // connection-closed error when our close arrives.
-                        drop(event);
-                    }
-                }
+                Output::Event(event) => self.on_event(event),
                 Output::AckResolved { ctx, data } => {
                     let _ = ctx.send(Ok(data.unwrap_or_default()));
                 }
@@ -598,7 +604,9 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         }
         // Every frame the session held has left it, so every broadcast was matched;
         // clearing is only a guard against keeping a frame's memory alive.
-        self.broadcasts.clear();
+        if !self.broadcasts.is_empty() {
+            self.broadcasts.clear();
+        }
         progress
     }
 

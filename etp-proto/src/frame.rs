@@ -69,49 +69,13 @@ impl Frame {
     /// Only the `name||ackId||` prefix is scanned; the data is sliced off without being
     /// read, so the cost does not grow with the data length.
     pub fn parse(msg: Bytes) -> Result<Self, FrameError> {
-        Self::parse_parts(msg, false).map(|(frame, _)| frame)
-    }
-
-    /// [`parse`](Self::parse), plus the request's head for [`encode_reply_from_head`]
-    /// when the frame is a request that asks for a reply (ack id not 0, not an
-    /// `__ack_` frame) and spells its ack id exactly as Go writes ids: `name||id` as
-    /// received, with the `||` after it when data follows. The head shares the
-    /// message's memory.
-    #[inline]
-    pub(crate) fn parse_request(msg: Bytes) -> Result<(Self, Option<Bytes>), FrameError> {
-        Self::parse_parts(msg, true)
-    }
-
-    #[inline(always)]
-    fn parse_parts(mut msg: Bytes, want_head: bool) -> Result<(Self, Option<Bytes>), FrameError> {
-        let Some(name_end) = find_separator(&msg) else {
-            return Err(FrameError::MissingSeparator { message: msg });
-        };
-        let id_text = name_end + SEPARATOR.len();
-        let (ack_id, data_start) = match ack_id::parse_prefix(&msg[id_text..]) {
-            Ok(parsed) => parsed,
-            Err(err) => {
-                msg.advance(name_end);
-                return Err(ack_error(err, &msg));
-            }
-        };
-        // Replies (`__ack_…`) are never answered: no head for them.
-        let head = (want_head
-            && ack_id != 0
-            && spelled_as_go(&msg[id_text..])
-            && !msg.starts_with(ACK_PREFIX))
-        .then(|| {
-            let end = data_start.map_or(msg.len(), |start| id_text + start);
-            msg.slice(..end)
-        });
-        let name = msg.split_to(name_end);
-        // `msg` now starts with the separator and holds the ack id and any data.
-        // Advancing moves the data out without another reference-count bump.
-        let data = data_start.map(|start| {
-            msg.advance(SEPARATOR.len() + start);
-            msg
-        });
-        Ok((Self { name, ack_id, data }, head))
+        let layout = Layout::of(&msg, false)?;
+        let (name, data) = layout.split(msg);
+        Ok(Self {
+            name,
+            ack_id: layout.ack_id,
+            data,
+        })
     }
 
     /// The event name (for an ack reply, including the `__ack_` prefix).
@@ -167,6 +131,69 @@ impl fmt::Debug for Frame {
     }
 }
 
+/// Where a frame's parts lie in its message.
+///
+/// Found on the bytes alone, so that the message is cut once, where it is used:
+/// moving a decoded [`Frame`] (three `Bytes`) from the parser to its user cost more
+/// than the parse on the receive path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Where the name ends (the first `||`).
+    pub(crate) name_end: usize,
+    /// The ack id (two's complement for negative ids).
+    pub(crate) ack_id: u64,
+    /// Where the data starts, after the second `||`; `None` for the 2-part form.
+    data_start: Option<usize>,
+    /// Where a request's head ends: set when the frame asks for a reply (ack id not
+    /// 0, no `__ack_` name) and spells its id exactly as Go writes ids, so that
+    /// `__ack_` + `message[..head_end]` + data is the reply (see
+    /// [`encode_reply_from_head`]). Only when asked for.
+    pub(crate) head_end: Option<usize>,
+}
+
+impl Layout {
+    /// The layout of `msg`, decoded as Go's `bytes.SplitN(msg, "||", 3)` and
+    /// `strconv.Atoi` decode it; with the request's head when `want_head`.
+    #[inline(always)]
+    pub(crate) fn of(msg: &Bytes, want_head: bool) -> Result<Self, FrameError> {
+        let Some(name_end) = find_separator(msg) else {
+            return Err(FrameError::MissingSeparator {
+                message: msg.clone(),
+            });
+        };
+        let id_text = name_end + SEPARATOR.len();
+        let (ack_id, data_start) = match ack_id::parse_prefix(&msg[id_text..]) {
+            Ok((id, data_start)) => (id, data_start.map(|start| id_text + start)),
+            Err(err) => return Err(ack_error(err, &msg[name_end..], msg)),
+        };
+        // Replies (`__ack_…`) are never answered: no head for them.
+        let head_end = (want_head
+            && ack_id != 0
+            && spelled_as_go(&msg[id_text..])
+            && !msg.starts_with(ACK_PREFIX))
+        .then(|| data_start.unwrap_or(msg.len()));
+        Ok(Self {
+            name_end,
+            ack_id,
+            data_start,
+            head_end,
+        })
+    }
+
+    /// Cuts `msg` (the message this layout was found in) into its name and data.
+    #[inline(always)]
+    pub(crate) fn split(&self, mut msg: Bytes) -> (Bytes, Option<Bytes>) {
+        let name = msg.split_to(self.name_end);
+        // `msg` now starts with the separator and holds the ack id and any data.
+        // Advancing moves the data out without another reference-count bump.
+        let data = self.data_start.map(|start| {
+            msg.advance(start - self.name_end);
+            msg
+        });
+        (name, data)
+    }
+}
+
 /// Appends `name_parts.concat() || ack_id [|| data]` to `dst`.
 ///
 /// The name comes in parts so that an ack reply (`__ack_` + name) is written without
@@ -217,7 +244,7 @@ pub fn encode_ack_reply(
 }
 
 /// Appends the reply to a request from the request's head as
-/// [`Frame::parse_request`] returns it: `__ack_` + head, then the data. The same bytes
+/// [`Layout`] finds it: `__ack_` + head, then the data. The same bytes
 /// as [`encode_ack_reply`] writes, without formatting the id again and in fewer
 /// appends (each `put_slice` checks capacity and moves the length).
 pub(crate) fn encode_reply_from_head(
@@ -322,12 +349,16 @@ fn spelled_as_go(id_text: &[u8]) -> bool {
     !matches!(id_text, [b'+' | b'0', ..] | [b'-', b'0', ..])
 }
 
-fn ack_error(err: AckIdError, tail: &Bytes) -> FrameError {
-    let rest = tail.slice(SEPARATOR.len()..);
-    let ack = match find_separator(&rest) {
-        Some(end) => rest.slice(..end),
+/// The error for an ack id that does not parse; `tail` is the message from the first
+/// separator on. Cold: only malformed frames get here.
+#[cold]
+fn ack_error(err: AckIdError, tail: &[u8], msg: &Bytes) -> FrameError {
+    let rest = &tail[SEPARATOR.len()..];
+    let ack = match find_separator(rest) {
+        Some(end) => &rest[..end],
         None => rest,
     };
+    let ack = msg.slice_ref(ack);
     match err {
         AckIdError::Syntax => FrameError::InvalidAckId { ack },
         AckIdError::Range => FrameError::AckIdOutOfRange { ack },
@@ -471,10 +502,8 @@ mod tests {
     #[test]
     fn a_request_s_head_is_kept_only_when_a_reply_can_repeat_it() {
         let head = |s: &'static [u8]| {
-            Frame::parse_request(Bytes::from_static(s))
-                .unwrap()
-                .1
-                .map(|h| h.to_vec())
+            let end = Layout::of(&Bytes::from_static(s), true).unwrap().head_end;
+            end.map(|end| s[..end].to_vec())
         };
         assert_eq!(head(b"ev||5||data").as_deref(), Some(&b"ev||5||"[..]));
         assert_eq!(head(b"ev||5").as_deref(), Some(&b"ev||5"[..]));
@@ -503,9 +532,14 @@ mod tests {
             (b"ev||5", b"", Encoding::Compact, b"__ack_ev||5"),
             (b"ev||5", b"", Encoding::ThreePart, b"__ack_ev||5||"),
         ] {
-            let (_, head) = Frame::parse_request(Bytes::copy_from_slice(request)).unwrap();
+            let layout = Layout::of(&Bytes::copy_from_slice(request), true).unwrap();
             let mut dst = BytesMut::new();
-            encode_reply_from_head(&head.unwrap(), data, encoding, &mut dst);
+            encode_reply_from_head(
+                &request[..layout.head_end.unwrap()],
+                data,
+                encoding,
+                &mut dst,
+            );
             assert_eq!(&dst[..], reply, "{:?}", String::from_utf8_lossy(request));
         }
     }

@@ -95,7 +95,7 @@ impl fmt::Debug for Event {
 #[must_use = "etp answers every ack request; pass the token to Session::ack"]
 pub struct ReplyToken {
     /// The request's name, or, from a received request whose ack id is spelled as Go
-    /// writes ids, its `name||id` head as received (see `Frame::parse_request`): the
+    /// writes ids, its `name||id` head as received (see `frame::Layout`): the
     /// reply repeats those bytes instead of formatting the id again.
     pub(crate) head: Bytes,
     pub(crate) name_len: usize,

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use crate::acks::AckTable;
 use crate::config::Config;
 use crate::error::{ProtocolError, SendError};
-use crate::frame::{self, Frame};
+use crate::frame::{self, ACK_PREFIX, Layout};
 use crate::output::{AckFailure, CloseReason, Event, Output, ReplyToken};
 
 /// Capacity kept for encoding outbound frames; frames are split off it, so one
@@ -21,7 +21,10 @@ const ENCODE_CHUNK: usize = 4096;
 /// kinds:
 ///
 /// * **Inputs** (`handle_*`) feed it what happened: [`handle_message`](Self::handle_message)
-///   for every WebSocket data message (text or binary), [`handle_pong`](Self::handle_pong)
+///   for every WebSocket data message (text or binary), or
+///   [`receive`](Self::receive), which returns the event instead of queuing it (a
+///   driver that dispatches each event as it reads saves a trip through the queue),
+///   [`handle_pong`](Self::handle_pong)
 ///   for every pong (or other sign of life), [`handle_timeout`](Self::handle_timeout)
 ///   when the timer from `poll_timeout` fires, and
 ///   [`handle_transport_closed`](Self::handle_transport_closed) when the socket is gone.
@@ -149,8 +152,27 @@ impl<C> Session<C> {
     /// limit returns [`ProtocolError::MessageTooLarge`] and closes the session.
     /// Messages that arrive after the session closed are ignored.
     pub fn handle_message(&mut self, message: Bytes, now: Instant) -> Result<(), ProtocolError> {
+        if let Some(event) = self.receive(message, now)? {
+            self.outputs.push_back(Output::Event(event));
+        }
+        Ok(())
+    }
+
+    /// [`handle_message`](Self::handle_message), except that an event is returned
+    /// to the caller instead of being queued as [`Output::Event`]: for drivers that
+    /// dispatch each event as it is read.
+    ///
+    /// Everything else is as in `handle_message`: a reply resolves its request (an
+    /// [`Output::AckResolved`]), a frame over the read limit closes the session. The
+    /// event comes after every output queued before this call, so a driver that
+    /// drains [`poll_output`](Self::poll_output) before each call keeps their order.
+    pub fn receive(
+        &mut self,
+        message: Bytes,
+        now: Instant,
+    ) -> Result<Option<Event>, ProtocolError> {
         if !self.open {
-            return Ok(());
+            return Ok(None);
         }
         self.keepalive.last_received = now;
         if let Some(limit) = self.config.read_limit
@@ -160,22 +182,21 @@ impl<C> Session<C> {
             self.close_with(CloseReason::MessageTooLarge { limit });
             return Err(ProtocolError::MessageTooLarge { limit, len });
         }
-        let (frame, head) = Frame::parse_request(message)?;
-        let is_ack = frame.is_ack();
-        let (name, id, data) = frame.into_parts();
-        if is_ack {
-            if let Some(ctx) = self.acks.remove(id) {
+        let layout = Layout::of(&message, true)?;
+        if message.starts_with(ACK_PREFIX) {
+            if let Some(ctx) = self.acks.remove(layout.ack_id) {
+                let (_, data) = layout.split(message);
                 self.outputs.push_back(Output::AckResolved { ctx, data });
             }
-        } else {
-            let reply = (id != 0).then(|| match head {
-                Some(head) => ReplyToken::from_head(head, name.len(), id),
-                None => ReplyToken::new(name.clone(), id),
-            });
-            self.outputs
-                .push_back(Output::Event(Event { name, data, reply }));
+            return Ok(None);
         }
-        Ok(())
+        let id = layout.ack_id;
+        let reply = (id != 0).then(|| match layout.head_end {
+            Some(end) => ReplyToken::from_head(message.slice(..end), layout.name_end, id),
+            None => ReplyToken::new(message.slice(..layout.name_end), id),
+        });
+        let (name, data) = layout.split(message);
+        Ok(Some(Event { name, data, reply }))
     }
 
     /// Records a pong (or any other sign that the peer is alive) for the keepalive.

@@ -722,3 +722,76 @@ proptest! {
         prop_assert_eq!(&frame[..], &expected[..]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// `receive` against `handle_message`
+// ---------------------------------------------------------------------------
+
+/// An output in a comparable form.
+fn seen(output: Output<u64>) -> String {
+    match output {
+        Output::Event(event) => seen_event(&event),
+        Output::AckResolved { ctx, data } => format!("resolved {ctx} {data:?}"),
+        Output::AckFailed { ctx, cause } => format!("failed {ctx} {cause:?}"),
+        Output::Transmit(bytes) => format!("transmit {bytes:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn seen_event(event: &Event) -> String {
+    let reply = event.reply.as_ref().map(|r| (r.name().to_vec(), r.id()));
+    format!("event {:?} {:?} {reply:?}", event.name, event.data)
+}
+
+/// Received messages: events with and without ack ids, replies to awaited and to
+/// unknown requests, malformed frames, messages over the read limit.
+fn received() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        "[a-z_]{0,6}\\|\\|-?[0-9]{0,3}(\\|\\|[a-z|]{0,8})?".prop_map(String::into_bytes),
+        "__ack_ev\\|\\|[0-5](\\|\\|[a-z]{0,3})?".prop_map(String::into_bytes),
+        vec(any::<u8>(), 0..40),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(500))]
+
+    /// `receive` returns exactly the event `handle_message` queues, and queues
+    /// every other output (resolved replies, the close for an oversized message) as
+    /// `handle_message` does, with the same result.
+    #[test]
+    fn receive_returns_the_event_handle_message_would_queue(
+        messages in vec(received(), 1..12),
+    ) {
+        let mut config = Config::default();
+        config.read_limit = Some(24);
+        let (mut queued, mut returned) = (
+            Session::<u64>::new(config.clone(), start()),
+            Session::<u64>::new(config, start()),
+        );
+        for ctx in 1..=3 {
+            for session in [&mut queued, &mut returned] {
+                session.emit_with_ack(b"ev", b"", ctx, None, start()).unwrap();
+                while session.poll_output().is_some() {}
+            }
+        }
+        for message in messages {
+            let a = queued.handle_message(Bytes::from(message.clone()), start());
+            let b = returned.receive(Bytes::from(message), start());
+            prop_assert_eq!(format!("{:?}", a), format!("{:?}", b.as_ref().map(|_| ())));
+            let mut from_queue = Vec::new();
+            while let Some(output) = queued.poll_output() {
+                from_queue.push(seen(output));
+            }
+            let mut from_receive = Vec::new();
+            while let Some(output) = returned.poll_output() {
+                prop_assert!(!matches!(output, Output::Event(_)), "receive queued an event");
+                from_receive.push(seen(output));
+            }
+            if let Ok(Some(event)) = &b {
+                from_receive.push(seen_event(event));
+            }
+            prop_assert_eq!(from_queue, from_receive);
+        }
+    }
+}
