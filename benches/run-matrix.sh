@@ -5,11 +5,15 @@
 #   benches/run-matrix.sh [OUT_DIR]
 #
 # Builds the release binaries, starts etp-bench-server (tokio), etp-bench-server
-# (async-std) and raw-echo-server on 127.0.0.1, runs every cell of the matrix
-# (ack, pipelined, fire: 1, 16, 256 connections; fanout: 1, 16, 256, 1000 members;
-# 64 B and 16 KiB) REPS times, interleaving raw, etp-tokio and etp-async-std
-# (A B C A B C ...), then the idle-memory test on fresh servers, then a few runs with
-# the etp client library. Every result is one JSON line in OUT_DIR/*.jsonl; the
+# (async-std) and raw-echo-server (tokio; async-std; and --floor on tokio) on
+# 127.0.0.1, runs every cell of the matrix (ack, pipelined, fire: 1, 16, 256
+# connections; fanout: 1, 16, 256, 1000 members; 64 B and 16 KiB) REPS times,
+# interleaving raw, etp-tokio, etp-async-std, raw-async-std and floor (A B C D E A B
+# C D E ...; floor serves no fanout), then the idle-memory test on fresh servers,
+# then a few runs with the etp client library. raw (tokio) is the reference of every
+# ratio; raw-async-std gives etp-async-std a ratio to its own stack's limit, and floor
+# (the least an etp server must do, see raw-echo-server) what any etp server on this
+# stack can reach. Every result is one JSON line in OUT_DIR/*.jsonl; the
 # markdown table (medians, ratios to raw of the same repetition) is OUT_DIR/table.md.
 #
 # Environment: REPS (3), DURATION (2s), WARMUP (250ms), K (16), WINDOW (16),
@@ -103,6 +107,10 @@ RAW_PORT=$((PORT_BASE + 2))
 TOKIO_URL=ws://127.0.0.1:$TOKIO_PORT/ws
 ASYNC_URL=ws://127.0.0.1:$ASYNC_PORT/ws
 RAW_URL=ws://127.0.0.1:$RAW_PORT/ws
+RAW_ASYNC_PORT=$((PORT_BASE + 3))
+FLOOR_PORT=$((PORT_BASE + 4))
+RAW_ASYNC_URL=ws://127.0.0.1:$RAW_ASYNC_PORT/ws
+FLOOR_URL=ws://127.0.0.1:$FLOOR_PORT/ws
 
 # bench FILE LABEL URL MODE ARGS...: one bounded run, one JSON line.
 bench() {
@@ -113,13 +121,19 @@ bench() {
     fi
 }
 
-# cell ARGS...: REPS interleaved repetitions of raw, etp-tokio, etp-async-std.
+# cell ARGS...: REPS interleaved repetitions of raw, etp-tokio, etp-async-std,
+# raw-async-std and (except for fanout, which it does not serve) floor.
 cell() {
     echo "cell: $*" >&2
     for _ in $(seq "$REPS"); do
         bench "$RESULTS" raw "$RAW_URL" raw "$@"
         bench "$RESULTS" etp-tokio "$TOKIO_URL" etp "$@"
         bench "$RESULTS" etp-async-std "$ASYNC_URL" etp "$@"
+        bench "$RESULTS" raw-async-std "$RAW_ASYNC_URL" raw "$@"
+        case " $* " in
+        *" fanout "*) ;;
+        *) bench "$RESULTS" floor "$FLOOR_URL" etp "$@" ;;
+        esac
     done
 }
 
@@ -130,6 +144,10 @@ start "$ASYNC_PORT" "$BIN/etp-bench-server" "127.0.0.1:$ASYNC_PORT" --runtime as
 ASYNC_PID=$LAST_PID
 start "$RAW_PORT" "$BIN/raw-echo-server" "127.0.0.1:$RAW_PORT"
 RAW_PID=$LAST_PID
+start "$RAW_ASYNC_PORT" "$BIN/raw-echo-server" "127.0.0.1:$RAW_ASYNC_PORT" --runtime async-std
+RAW_ASYNC_PID=$LAST_PID
+start "$FLOOR_PORT" "$BIN/raw-echo-server" "127.0.0.1:$FLOOR_PORT" --floor
+FLOOR_PID=$LAST_PID
 
 COMMON=(--duration "$DURATION" --warmup "$WARMUP")
 for payload in 64 16KiB; do
@@ -157,6 +175,8 @@ fi
 stop "$TOKIO_PID"
 stop "$ASYNC_PID"
 stop "$RAW_PID"
+stop "$RAW_ASYNC_PID"
+stop "$FLOOR_PID"
 
 # Idle memory: a fresh server each time, so that the baseline is an empty server.
 for touch in "" --touch; do

@@ -56,6 +56,17 @@ fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// The i-th rate over the i-th reference rate (the runs of a repetition are
+/// interleaved, seconds apart).
+fn paired_ratios(rates: &[f64], reference: &[f64]) -> Vec<f64> {
+    rates
+        .iter()
+        .zip(reference)
+        .filter(|(_, r)| **r > 0.0)
+        .map(|(e, r)| e / r)
+        .collect()
+}
+
 /// The target of a cell's ratio to raw, if it has one. The targets are the server's,
 /// measured with the wire client; the client library's cells are informative.
 fn target(cell: &Cell) -> Option<f64> {
@@ -166,6 +177,20 @@ pub(crate) fn run(files: &[String]) -> Result<String, String> {
         let _ = write!(header, " {label} | ratio |");
         rule.push_str("--:|--:|");
     }
+    // etp on a runtime against the raw server on the same runtime (`etp-X` against
+    // `raw-X`), when the run has one: how far etp is from its own stack's limit.
+    let own_raw: Vec<(String, String)> = others
+        .iter()
+        .filter_map(|label| {
+            let runtime = label.strip_prefix("etp-")?;
+            let raw = format!("raw-{runtime}");
+            others.contains(&raw).then(|| (label.clone(), raw))
+        })
+        .collect();
+    for (label, raw) in &own_raw {
+        let _ = write!(header, " {label} / {raw} |");
+        rule.push_str("--:|");
+    }
     header.push_str(" target |");
     rule.push_str("---|");
     let _ = write!(header, " p99 raw |");
@@ -226,16 +251,7 @@ pub(crate) fn run(files: &[String]) -> Result<String, String> {
             let rate = runs.and_then(|r| median(&r.rates));
             // Paired ratios: the i-th run of this label over the i-th raw run.
             let ratio = match (runs, raw_runs) {
-                (Some(runs), Some(raw)) => {
-                    let pairs: Vec<f64> = runs
-                        .rates
-                        .iter()
-                        .zip(&raw.rates)
-                        .filter(|(_, r)| **r > 0.0)
-                        .map(|(e, r)| e / r)
-                        .collect();
-                    median(&pairs)
-                }
+                (Some(runs), Some(raw)) => median(&paired_ratios(&runs.rates, &raw.rates)),
                 _ => None,
             };
             let _ = write!(
@@ -244,7 +260,9 @@ pub(crate) fn run(files: &[String]) -> Result<String, String> {
                 rate.map_or("-".into(), thousands),
                 ratio.map_or("-".into(), |r| format!("{r:.2}"))
             );
-            if let (Some(goal), Some(ratio)) = (goal, ratio) {
+            // The targets are etp's: other columns (raw servers on other runtimes,
+            // the protocol floor) are there for reading them.
+            if let (Some(goal), Some(ratio), true) = (goal, ratio, label.starts_with("etp")) {
                 let pass = ratio >= goal;
                 statuses.push(format!("{label} {}", if pass { "ok" } else { "FAIL" }));
                 verdicts.push(format!(
@@ -254,6 +272,17 @@ pub(crate) fn run(files: &[String]) -> Result<String, String> {
                     if pass { "pass" } else { "**FAIL**" }
                 ));
             }
+        }
+        for (label, raw) in &own_raw {
+            let ratio = match (by_label.get(label), by_label.get(raw)) {
+                (Some(etp), Some(raw)) => median(&paired_ratios(&etp.rates, &raw.rates)),
+                _ => None,
+            };
+            let _ = write!(
+                row,
+                " {} |",
+                ratio.map_or("-".into(), |r| format!("{r:.2}"))
+            );
         }
         let _ = write!(
             row,
@@ -358,9 +387,10 @@ mod tests {
         out
     }
 
-    /// Only the cells get a verdict: the wire client's pipelined cell does,
-    /// at its edge (0.85 passes, 0.84 fails); the client library's cells and touched
-    /// idle connections are informative, and raw has no target of its own.
+    /// Only the cells get a verdict, and only for etp's servers: the wire
+    /// client's pipelined cell does, at its edge (0.85 passes, 0.84 fails); the client
+    /// library's cells, touched idle connections, the other raw servers and the
+    /// protocol floor are informative.
     #[test]
     fn verdicts_cover_the_targets_cells_only() {
         let out = report(&[
@@ -371,6 +401,8 @@ mod tests {
             line("raw", "raw", "wire", "idle", 10000, 13.0),
             line("etp-tokio", "etp", "wire", "idle", 10000, 12.0),
             line("etp-tokio (touched)", "etp", "wire", "idle", 10000, 15.0),
+            line("raw-async-std", "raw", "wire", "pipelined", 16, 80.0),
+            line("floor", "etp", "wire", "pipelined", 16, 70.0),
         ]);
         let verdicts: Vec<&str> = out
             .split("Targets:")
@@ -390,6 +422,14 @@ mod tests {
         );
         assert!(
             out.contains("| 10,000 | etp-tokio (touched) | 15.0 | - |"),
+            "{out}"
+        );
+        // etp-async-std against the raw server on its own runtime: 84 / 80.
+        assert!(out.contains("| etp-async-std / raw-async-std |"), "{out}");
+        assert!(
+            out.contains(
+                " 80 | 0.80 | 70 | 0.70 | 1.05 | ≥ 0.85: etp-tokio ok, etp-async-std FAIL |"
+            ),
             "{out}"
         );
     }
