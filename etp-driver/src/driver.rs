@@ -550,6 +550,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
     }
 
     /// Runs a received event's handler, or keeps the event until a slot is free.
+    #[inline(always)]
     fn on_event(&mut self, event: etp_proto::Event) {
         observe::event_in();
         if self.phase == Phase::Open
