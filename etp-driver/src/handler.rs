@@ -309,10 +309,28 @@ impl HandlerTable {
         match self {
             Self::Few(entries) => entries
                 .iter()
-                .find(|(n, _)| **n == *name)
+                .find(|(n, _)| same_name(n, name))
                 .map(|(n, handler)| (&**n, handler)),
             Self::Many(map) => map.get_key_value(name).map(|(n, handler)| (&**n, handler)),
         }
+    }
+}
+
+/// `a == b` for event names, without a call to `memcmp` for the usual lengths: two
+/// overlapping loads from each side cover 4 to 16 bytes.
+#[inline(always)]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+        bytes.get(at..at + N)?.try_into().ok()
+    }
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    match len {
+        8..=16 => word::<8>(a, 0) == word(b, 0) && word::<8>(a, len - 8) == word(b, len - 8),
+        4..=7 => word::<4>(a, 0) == word(b, 0) && word::<4>(a, len - 4) == word(b, len - 4),
+        _ => a == b,
     }
 }
 
@@ -530,6 +548,24 @@ mod name_hasher_tests {
     use super::*;
 
     fn noop(_: &Conn, _: Event) {}
+
+    /// Names of every length up to past 16 equal themselves, and differ from the same
+    /// name with any one byte changed and from its prefixes.
+    #[test]
+    fn same_name_compares_every_byte() {
+        let text = b"abcdefghijklmnopqrstu";
+        for len in 0..=text.len() {
+            let name = &text[..len];
+            let copy = name.to_vec();
+            assert!(same_name(name, &copy), "{len}");
+            for at in 0..len {
+                let mut other = name.to_vec();
+                other[at] ^= 0x20;
+                assert!(!same_name(name, &other), "{len} at {at}");
+            }
+            assert!(!same_name(name, &text[..len.saturating_sub(1)]) || len == 0);
+        }
+    }
 
     /// Names on both sides of the hasher's 8-byte word boundary, and names that differ
     /// only in trailing zero bytes or length, are all found, and only under their own
