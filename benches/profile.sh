@@ -9,7 +9,8 @@
 # SERVER is tokio, async-std (etp-bench-server), raw or raw-async-std
 # (raw-echo-server), floor or floor-async-std (raw-echo-server --floor: the least an
 # etp server must do); WORKLOAD is fire, pipelined or ack (16 connections, 64 B, k=16).
-# OPS defaults to 50000, PORT to 9150.
+# OPS defaults to 50000, PORT to 9150. SERVER_FLAGS adds arguments to the server's
+# command line (etp-bench-server --keepalive, for instance).
 #
 # instructions: the server runs under callgrind with one worker thread; a first run
 # of 5,000 operations warms it up (connections, buffers), the counters are zeroed,
@@ -45,6 +46,10 @@ floor-async-std) CMD=("$BIN/raw-echo-server" "127.0.0.1:$PORT" --runtime async-s
     exit 2
     ;;
 esac
+
+# SERVER_FLAGS: more arguments for the server, for instance --keepalive.
+read -r -a EXTRA <<<"${SERVER_FLAGS:-}"
+CMD+=("${EXTRA[@]}")
 
 SERVER_PID=
 cleanup() {

@@ -772,7 +772,11 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
             self.timer = None;
             return Poll::Pending;
         };
-        if self.timer.as_ref().is_none_or(|(at, _)| *at != deadline) {
+        // A deadline that moved later keeps the armed sleep, which then fires early,
+        // finds nothing due and is armed again for the new deadline. The keepalive's
+        // deadlines move with every read: arming a new sleep whenever they changed
+        // cost a timer registration per read batch.
+        if self.timer.as_ref().is_none_or(|(at, _)| deadline < *at) {
             self.timer = Some((deadline, Box::pin(self.runtime.sleep_until(deadline))));
         }
         let Some((_, sleep)) = self.timer.as_mut() else {

@@ -61,6 +61,56 @@ async fn any_message_counts_as_life_for_the_keepalive() {
     assert_eq!(rec.reason_count(), 0);
 }
 
+/// Traffic moves the keepalive's deadlines later with every read; the armed sleep
+/// stays, fires early, finds nothing due and is armed once for the new deadline. A
+/// deadline that comes earlier (an acknowledgement's timeout) is armed at once.
+#[tokio::test]
+async fn traffic_does_not_arm_a_sleep_per_read_and_an_earlier_deadline_still_fires() {
+    let rt = ManualRuntime::new();
+    let rec = Recorder::new();
+    let server = rec
+        .server(server_builder(&rt))
+        .keepalive(10 * SECOND, 25 * SECOND)
+        .build()
+        .unwrap();
+    let s = serve(&server).await;
+    settle().await;
+    let armed = rt.sleeps_armed();
+    for _ in 0..9 {
+        rt.advance_and_settle(SECOND).await;
+        s.peer.send_text("tick||0");
+        settle().await;
+    }
+    assert_eq!(
+        rt.sleeps_armed(),
+        armed,
+        "no sleep armed while traffic flows"
+    );
+    // The sleep armed at the start (ping due at 10 s) fires; the ping is now due at
+    // 19 s (last read at 9 s): no ping, one new sleep.
+    rt.advance_and_settle(SECOND).await;
+    s.peer.assert_silent().await;
+    assert_eq!(rt.sleeps_armed(), armed + 1);
+
+    // An acknowledgement due in 1 s, before the armed keepalive sleep (19 s).
+    let conn = s.conn.clone();
+    let request = tokio::spawn(async move { conn.emit_with_ack_timeout("q", "", SECOND).await });
+    settle().await;
+    assert!(matches!(s.peer.recv().await, Some(Message::Text(_))));
+    rt.advance_and_settle(SECOND).await;
+    assert!(
+        request.is_finished(),
+        "the acknowledgement due in 1 s did not end then"
+    );
+    let answer = request.await.unwrap();
+    assert!(
+        matches!(answer, Err(etp_driver::AckError::TimedOut)),
+        "{answer:?}"
+    );
+    s.peer.assert_silent().await;
+    assert_eq!(rec.reason_count(), 0);
+}
+
 #[tokio::test]
 async fn keepalive_closes_with_1001_when_nothing_arrives_within_the_idle_timeout() {
     let rt = ManualRuntime::new();

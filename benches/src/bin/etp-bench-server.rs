@@ -1,7 +1,7 @@
 //! The etp server that `etp-bench` loads.
 //!
 //! ```sh
-//! etp-bench-server [ADDR] [--runtime tokio|async-std] [--threads N]
+//! etp-bench-server [ADDR] [--runtime tokio|async-std] [--threads N] [--keepalive]
 //! ```
 //!
 //! `ADDR` defaults to `127.0.0.1:9003`; WebSocket upgrades are served on any path.
@@ -9,6 +9,10 @@
 //! (no acknowledgement); `getcount` is acknowledged with the counter in decimal;
 //! `join` puts the connection in room `r` (acknowledged empty); `pub` broadcasts its
 //! data to room `r` as event `msg`, encoded once (`rooms().broadcast`).
+//!
+//! `--keepalive` turns on the keepalive a production server would run (ping after 25 s
+//! without traffic, close after 60 s): its deadlines move with every read. Off by
+//! default, as in the matrix.
 //!
 //! `--threads` sets tokio's worker threads (default: one per core); async-std reads
 //! `ASYNC_STD_THREAD_COUNT` from the environment.
@@ -48,8 +52,14 @@ fn publish(conn: &Conn, event: Event) {
 
 /// The bench server on either runtime: the builders share their methods, not a type.
 macro_rules! build_server {
-    ($server:ty) => {
-        <$server>::builder()
+    ($server:ty, $keepalive:expr) => {{
+        let builder = <$server>::builder();
+        let builder = if $keepalive {
+            builder.keepalive(KEEPALIVE_INTERVAL, KEEPALIVE_IDLE_TIMEOUT)
+        } else {
+            builder
+        };
+        builder
             .on(EV_ECHO, echo)
             .on(EV_COUNT, count)
             .on(EV_GETCOUNT, getcount)
@@ -60,15 +70,24 @@ macro_rules! build_server {
             .origin_policy(OriginPolicy::insecure_allow_any())
             .build()
             .expect("valid handler names")
-    };
+    }};
 }
 
+/// `--keepalive`: a ping after this long without traffic.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(25);
+/// `--keepalive`: the connection closes after this long without traffic.
+const KEEPALIVE_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn main() -> std::io::Result<()> {
-    let args = Args::parse(std::env::args().skip(1), &[]);
-    if let Some(unknown) = args.names().find(|n| !["runtime", "threads"].contains(n)) {
+    let args = Args::parse(std::env::args().skip(1), &["keepalive"]);
+    if let Some(unknown) = args
+        .names()
+        .find(|n| !["runtime", "threads", "keepalive"].contains(n))
+    {
         eprintln!("unknown option --{unknown}");
         std::process::exit(2);
     }
+    let keepalive = args.flag("keepalive");
     let addr = args
         .positional
         .first()
@@ -82,7 +101,7 @@ fn main() -> std::io::Result<()> {
             }
             runtime.enable_all().build()?.block_on(async {
                 use etp_tokio::ServerExt;
-                let server = build_server!(etp_tokio::Server);
+                let server = build_server!(etp_tokio::Server, keepalive);
                 let listener = tokio::net::TcpListener::bind(&addr).await?;
                 eprintln!(
                     "etp-bench-server (tokio) listening on {}",
@@ -93,7 +112,7 @@ fn main() -> std::io::Result<()> {
         }
         "async-std" => async_std::task::block_on(async {
             use etp_async_std::ServerExt;
-            let server = build_server!(etp_async_std::Server);
+            let server = build_server!(etp_async_std::Server, keepalive);
             let listener = async_std::net::TcpListener::bind(&addr).await?;
             eprintln!(
                 "etp-bench-server (async-std) listening on {}",

@@ -93,6 +93,12 @@ impl ManualRuntime {
         clock.now - clock.start
     }
 
+    /// How many sleeps have waited for the clock so far (each counted once, when it
+    /// first found its deadline ahead).
+    pub(crate) fn sleeps_armed(&self) -> u64 {
+        lock(&self.clock).next_sleeper
+    }
+
     /// How many sleeps are currently waiting for the clock.
     pub(crate) fn sleepers(&self) -> usize {
         lock(&self.clock).sleepers.len()
