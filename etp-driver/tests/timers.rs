@@ -6,13 +6,14 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use etp_driver::{Conn, DisconnectReason, EmitError, Event};
+use etp_driver::{Conn, DisconnectReason, EmitError, Event, Server};
 use tungstenite::Message;
 
 const SECOND: Duration = Duration::from_secs(1);
 
-#[tokio::test]
-async fn keepalive_pings_after_the_interval_and_pongs_keep_the_connection_open() {
+/// One connection, settled, on a server with a 10 s keepalive interval and a 25 s
+/// idle timeout, on a manual clock. Keep the server: dropping it ends the connection.
+async fn served_with_keepalive() -> (ManualRuntime, Recorder, Server<ManualRuntime>, Served) {
     let rt = ManualRuntime::new();
     let rec = Recorder::new();
     let server = rec
@@ -22,6 +23,12 @@ async fn keepalive_pings_after_the_interval_and_pongs_keep_the_connection_open()
         .unwrap();
     let s = serve(&server).await;
     settle().await;
+    (rt, rec, server, s)
+}
+
+#[tokio::test]
+async fn keepalive_pings_after_the_interval_and_pongs_keep_the_connection_open() {
+    let (rt, rec, _server, s) = served_with_keepalive().await;
 
     rt.advance_and_settle(Duration::from_millis(9_999)).await;
     s.peer.assert_silent().await;
@@ -42,15 +49,7 @@ async fn keepalive_pings_after_the_interval_and_pongs_keep_the_connection_open()
 
 #[tokio::test]
 async fn any_message_counts_as_life_for_the_keepalive() {
-    let rt = ManualRuntime::new();
-    let rec = Recorder::new();
-    let server = rec
-        .server(server_builder(&rt))
-        .keepalive(10 * SECOND, 25 * SECOND)
-        .build()
-        .unwrap();
-    let s = serve(&server).await;
-    settle().await;
+    let (rt, rec, _server, s) = served_with_keepalive().await;
     // A frame every 9 s: no ping is ever needed.
     for _ in 0..6 {
         rt.advance_and_settle(9 * SECOND).await;
@@ -66,15 +65,7 @@ async fn any_message_counts_as_life_for_the_keepalive() {
 /// deadline that comes earlier (an acknowledgement's timeout) is armed at once.
 #[tokio::test]
 async fn traffic_does_not_arm_a_sleep_per_read_and_an_earlier_deadline_still_fires() {
-    let rt = ManualRuntime::new();
-    let rec = Recorder::new();
-    let server = rec
-        .server(server_builder(&rt))
-        .keepalive(10 * SECOND, 25 * SECOND)
-        .build()
-        .unwrap();
-    let s = serve(&server).await;
-    settle().await;
+    let (rt, rec, _server, s) = served_with_keepalive().await;
     let armed = rt.sleeps_armed();
     for _ in 0..9 {
         rt.advance_and_settle(SECOND).await;
@@ -113,15 +104,7 @@ async fn traffic_does_not_arm_a_sleep_per_read_and_an_earlier_deadline_still_fir
 
 #[tokio::test]
 async fn keepalive_closes_with_1001_when_nothing_arrives_within_the_idle_timeout() {
-    let rt = ManualRuntime::new();
-    let rec = Recorder::new();
-    let server = rec
-        .server(server_builder(&rt))
-        .keepalive(10 * SECOND, 25 * SECOND)
-        .build()
-        .unwrap();
-    let mut s = serve(&server).await;
-    settle().await;
+    let (rt, rec, _server, mut s) = served_with_keepalive().await;
 
     rt.advance_and_settle(10 * SECOND).await;
     assert!(matches!(s.peer.recv().await, Some(Message::Ping(_))));
@@ -147,15 +130,7 @@ async fn keepalive_closes_with_1001_when_nothing_arrives_within_the_idle_timeout
 
 #[tokio::test]
 async fn an_idle_peer_that_never_answers_the_close_still_ends_as_idle() {
-    let rt = ManualRuntime::new();
-    let rec = Recorder::new();
-    let server = rec
-        .server(server_builder(&rt))
-        .keepalive(10 * SECOND, 25 * SECOND)
-        .build()
-        .unwrap();
-    let mut s = serve(&server).await;
-    settle().await;
+    let (rt, rec, _server, mut s) = served_with_keepalive().await;
     rt.advance_and_settle(25 * SECOND).await;
     rt.advance_and_settle(25 * SECOND).await;
     loop {
