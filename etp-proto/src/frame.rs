@@ -181,6 +181,16 @@ impl Layout {
         })
     }
 
+    /// The data of `msg` (the message this layout was found in), without cutting the
+    /// name off: a reply's name is not needed, and cutting it costs a reference-count
+    /// increment and decrement.
+    #[inline(always)]
+    pub(crate) fn data(&self, mut msg: Bytes) -> Option<Bytes> {
+        let start = self.data_start?;
+        msg.advance(start);
+        Some(msg)
+    }
+
     /// Cuts `msg` (the message this layout was found in) into its name and data.
     #[inline(always)]
     pub(crate) fn split(&self, mut msg: Bytes) -> (Bytes, Option<Bytes>) {

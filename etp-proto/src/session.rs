@@ -188,7 +188,7 @@ impl<C> Session<C> {
         let layout = Layout::of(&message, true)?;
         if message.starts_with(ACK_PREFIX) {
             if let Some(ctx) = self.acks.remove(layout.ack_id) {
-                let (_, data) = layout.split(message);
+                let data = layout.data(message);
                 self.outputs.push_back(Output::AckResolved { ctx, data });
             }
             return Ok(None);

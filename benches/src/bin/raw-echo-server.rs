@@ -32,11 +32,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
+use bytes::Bytes;
 use etp_benches::load::{Args, RAW_COUNT, RAW_GETCOUNT, RAW_JOIN, RAW_PUB, websocket_config};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpListener;
 // tokio's channel needs no tokio runtime: both runtimes use the same one.
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
