@@ -508,8 +508,11 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 Message::Frame(_) => {}
             }
             // One message at a time through the session, so that the backlog check
-            // above sees every event and the next event finds the queue empty.
-            self.drain_outputs();
+            // above sees every event and the next event finds the queue empty. Most
+            // messages (events) leave nothing queued: checked inline, no call.
+            if self.session.has_output() {
+                self.drain_outputs();
+            }
         }
         ControlFlow::Continue(read)
     }

@@ -23,6 +23,33 @@ pub(crate) enum AckIdError {
 /// happens, a bad byte when it meets it, and the `i64` range only after a full scan.
 #[inline]
 pub(crate) fn parse_prefix(rest: &[u8]) -> Result<(u64, Option<usize>), AckIdError> {
+    // The usual id, a few plain digits, cannot overflow: read without the checks.
+    // Anything else (a sign, 19 digits or more, a bad byte) takes the full parse,
+    // which decides its errors in Go's order.
+    let mut id: u64 = 0;
+    let mut end = 0;
+    while end < SHORT_DIGITS {
+        match rest.get(end) {
+            Some(&byte @ b'0'..=b'9') => id = id * 10 + u64::from(byte - b'0'),
+            _ => break,
+        }
+        end += 1;
+    }
+    if end != 0 && end < SHORT_DIGITS {
+        match &rest[end..] {
+            [] => return Ok((id, None)),
+            [b'|', b'|', ..] => return Ok((id, Some(end + 2))),
+            _ => {}
+        }
+    }
+    parse_prefix_in_full(rest)
+}
+
+/// Digits below this many never overflow an `i64` (its maximum has 19).
+const SHORT_DIGITS: usize = 19;
+
+#[cold]
+fn parse_prefix_in_full(rest: &[u8]) -> Result<(u64, Option<usize>), AckIdError> {
     let (negative, digits_start) = match rest.first() {
         Some(b'-') => (true, 1),
         Some(b'+') => (false, 1),
@@ -143,6 +170,42 @@ mod tests {
         assert_eq!(parse_prefix(b"1|"), Err(AckIdError::Syntax));
         assert_eq!(parse_prefix(b"1|x||"), Err(AckIdError::Syntax));
         assert_eq!(parse_prefix(b"++1"), Err(AckIdError::Syntax));
+    }
+
+    #[test]
+    fn the_short_path_agrees_with_the_full_parse() {
+        // Every string of up to five bytes over an alphabet that reaches every branch,
+        // then digit runs around the short path's limit with each ending.
+        let alphabet = b"09|+-x";
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=5 {
+            let mut index = vec![0usize; len];
+            loop {
+                inputs.push(index.iter().map(|&i| alphabet[i]).collect());
+                let Some(pos) = index.iter().rposition(|&i| i + 1 < alphabet.len()) else {
+                    break;
+                };
+                index[pos] += 1;
+                index[pos + 1..].fill(0);
+            }
+        }
+        for digits in SHORT_DIGITS - 2..=SHORT_DIGITS + 2 {
+            for run in [b'1', b'9'] {
+                for ending in [&b""[..], b"||", b"||data", b"|", b"x"] {
+                    let mut input = vec![run; digits];
+                    input.extend_from_slice(ending);
+                    inputs.push(input);
+                }
+            }
+        }
+        for input in &inputs {
+            assert_eq!(
+                parse_prefix(input),
+                parse_prefix_in_full(input),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
     }
 
     #[test]

@@ -141,6 +141,12 @@ impl<C> Session<C> {
         self.acks.len()
     }
 
+    /// True when [`poll_output`](Self::poll_output) has something to return.
+    #[inline]
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     // ---- inputs ----
 
     /// Feeds one received WebSocket data message (text or binary).
