@@ -272,10 +272,16 @@ impl Hasher for NameHasher {
 pub(crate) type NamedHandler = (Box<[u8]>, Arc<dyn Handler>);
 
 /// Handlers by event name. A handful of names (most applications) are found fastest
-/// by comparing them in turn, lengths first; more are hashed.
+/// by comparing them in turn, by their keys; more are hashed.
 #[derive(Clone)]
 pub(crate) enum HandlerTable {
-    Few(Vec<NamedHandler>),
+    /// `keys[i]` is the key of `entries[i].0`. The keys sit apart from the names so
+    /// that a lookup reads one small array, and follows a pointer to a registered
+    /// name only for names longer than a key holds.
+    Few {
+        keys: Vec<NameKey>,
+        entries: Vec<NamedHandler>,
+    },
     Many(HashMap<Box<[u8]>, Arc<dyn Handler>, BuildHasherDefault<NameHasher>>),
 }
 
@@ -287,10 +293,11 @@ impl HandlerTable {
     /// Registers `handler` under `name`, replacing any handler of that name.
     pub(crate) fn insert(&mut self, name: Box<[u8]>, handler: Arc<dyn Handler>) {
         match self {
-            Self::Few(entries) => {
+            Self::Few { keys, entries } => {
                 if let Some(entry) = entries.iter_mut().find(|(n, _)| *n == name) {
                     entry.1 = handler;
                 } else if entries.len() < Self::FEW {
+                    keys.push(NameKey::of(&name));
                     entries.push((name, handler));
                 } else {
                     let mut map: HashMap<_, _, _> = entries.drain(..).collect();
@@ -305,38 +312,68 @@ impl HandlerTable {
     }
 
     /// The handler registered under `name`, with the name as registered.
+    // Inlined into the driver's dispatch, one lookup per event: a call's register
+    // saves cost as much as the comparisons.
+    #[inline(always)]
     pub(crate) fn get(&self, name: &[u8]) -> Option<(&[u8], &Arc<dyn Handler>)> {
         match self {
-            Self::Few(entries) => entries
-                .iter()
-                .find(|(n, _)| same_name(n, name))
-                .map(|(n, handler)| (&**n, handler)),
+            Self::Few { keys, entries } => {
+                let key = NameKey::of(name);
+                keys.iter()
+                    .zip(entries)
+                    .find(|(k, (n, _))| {
+                        **k == key && (name.len() <= NameKey::EXACT || **n == *name)
+                    })
+                    .map(|(_, (n, handler))| (&**n, handler))
+            }
             Self::Many(map) => map.get_key_value(name).map(|(n, handler)| (&**n, handler)),
         }
     }
 }
 
-/// `a == b` for event names, without a call to `memcmp` for the usual lengths: two
-/// overlapping loads from each side cover 4 to 16 bytes.
-#[inline(always)]
-fn same_name(a: &[u8], b: &[u8]) -> bool {
-    fn word<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
-        bytes.get(at..at + N)?.try_into().ok()
-    }
-    let len = a.len();
-    if len != b.len() {
-        return false;
-    }
-    match len {
-        8..=16 => word::<8>(a, 0) == word(b, 0) && word::<8>(a, len - 8) == word(b, len - 8),
-        4..=7 => word::<4>(a, 0) == word(b, 0) && word::<4>(a, len - 4) == word(b, len - 4),
-        _ => a == b,
+/// An event name's length and up to 16 of its bytes, in two words: names of up to
+/// [`EXACT`](Self::EXACT) bytes are equal exactly when their keys are; longer names
+/// with equal keys must still be compared in full.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct NameKey {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl NameKey {
+    /// The longest name a key tells apart from every other.
+    const EXACT: usize = 16;
+
+    /// Two overlapping loads cover 4 to 16 bytes without a loop or a `memcpy` call.
+    #[inline(always)]
+    fn of(name: &[u8]) -> Self {
+        fn word<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+            bytes[at..at + N].try_into().expect("N bytes")
+        }
+        let len = name.len();
+        let (head, tail) = match len {
+            8.. => (
+                u64::from_le_bytes(word(name, 0)),
+                u64::from_le_bytes(word(name, len - 8)),
+            ),
+            4..=7 => {
+                let first = u32::from_le_bytes(word(name, 0));
+                let last = u32::from_le_bytes(word(name, len - 4));
+                (u64::from(first) | u64::from(last) << 32, 0)
+            }
+            _ => (name.iter().fold(0, |key, &b| key << 8 | u64::from(b)), 0),
+        };
+        Self { len, head, tail }
     }
 }
 
 impl Default for HandlerTable {
     fn default() -> Self {
-        Self::Few(Vec::new())
+        Self::Few {
+            keys: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -385,6 +422,7 @@ impl std::error::Error for BuildError {}
 impl Registry {
     /// The handler for an event name with the name it was registered under, or the
     /// fallback (registered under no name).
+    #[inline(always)]
     pub(crate) fn handler(&self, name: &[u8]) -> Option<FoundHandler<'_>> {
         match self.handlers.get(name) {
             Some((registered, handler)) => Some((handler, Some(registered))),
@@ -549,22 +587,43 @@ mod name_hasher_tests {
 
     fn noop(_: &Conn, _: Event) {}
 
-    /// Names of every length up to past 16 equal themselves, and differ from the same
-    /// name with any one byte changed and from its prefixes.
+    /// Names of every length up to past 16: a key equals the key of the same name, and
+    /// differs from the key of the name with any one byte changed and of its prefixes,
+    /// for every name a key holds whole.
     #[test]
-    fn same_name_compares_every_byte() {
+    fn name_keys_tell_every_byte_apart() {
         let text = b"abcdefghijklmnopqrstu";
         for len in 0..=text.len() {
             let name = &text[..len];
-            let copy = name.to_vec();
-            assert!(same_name(name, &copy), "{len}");
+            let key = NameKey::of(name);
+            if len > NameKey::EXACT {
+                continue;
+            }
             for at in 0..len {
                 let mut other = name.to_vec();
                 other[at] ^= 0x20;
-                assert!(!same_name(name, &other), "{len} at {at}");
+                assert_ne!(key, NameKey::of(&other), "{len} at {at}");
             }
-            assert!(!same_name(name, &text[..len.saturating_sub(1)]) || len == 0);
+            if len > 0 {
+                assert_ne!(key, NameKey::of(&name[..len - 1]), "{len}");
+            }
         }
+    }
+
+    /// Two long names with the same length, first and last eight bytes share a key;
+    /// the lookup still tells them apart.
+    #[test]
+    fn long_names_with_one_key_are_compared_in_full() {
+        let (a, b) = (&b"abcdefgh-1-ijklmnop"[..], &b"abcdefgh-2-ijklmnop"[..]);
+        assert_eq!(NameKey::of(a), NameKey::of(b));
+        let mut registry = Registry::default();
+        let (first, second): (Arc<dyn Handler>, Arc<dyn Handler>) =
+            (Arc::new(Erased::new(noop)), Arc::new(Erased::new(noop)));
+        registry.handlers.insert(a.into(), first.clone());
+        registry.handlers.insert(b.into(), second.clone());
+        assert!(Arc::ptr_eq(registry.handler(a).expect("a").0, &first));
+        assert!(Arc::ptr_eq(registry.handler(b).expect("b").0, &second));
+        assert!(registry.handler(b"abcdefgh-3-ijklmnop").is_none());
     }
 
     /// Names on both sides of the hasher's 8-byte word boundary, and names that differ
@@ -599,7 +658,7 @@ mod name_hasher_tests {
                 registry.handlers.insert((*name).into(), handler);
             }
             assert_eq!(
-                matches!(registry.handlers, HandlerTable::Few(_)),
+                matches!(registry.handlers, HandlerTable::Few { .. }),
                 size <= HandlerTable::FEW
             );
             for (name, handler) in names.iter().zip(&handlers) {
