@@ -312,9 +312,8 @@ impl HandlerTable {
     }
 
     /// The handler registered under `name`, with the name as registered.
-    // Inlined into the driver's dispatch, one lookup per event: a call's register
-    // saves cost as much as the comparisons.
-    #[inline(always)]
+    // Not inlined into the driver's dispatch: that saves 19 instructions per event
+    // and lost 15 % of one connection's fire rate (pinned).
     pub(crate) fn get(&self, name: &[u8]) -> Option<(&[u8], &Arc<dyn Handler>)> {
         match self {
             Self::Few { keys, entries } => {
@@ -422,7 +421,6 @@ impl std::error::Error for BuildError {}
 impl Registry {
     /// The handler for an event name with the name it was registered under, or the
     /// fallback (registered under no name).
-    #[inline(always)]
     pub(crate) fn handler(&self, name: &[u8]) -> Option<FoundHandler<'_>> {
         match self.handlers.get(name) {
             Some((registered, handler)) => Some((handler, Some(registered))),
