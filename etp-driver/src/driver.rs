@@ -23,7 +23,9 @@ use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use etp_proto::{AckFailure, CloseReason, Output, ProtocolError, ReplyToken, Session};
+use etp_proto::{
+    AckFailure, CloseReason, EventMessage, Output, ProtocolError, Received, ReplyToken, Session,
+};
 
 use crate::conn::{AckSender, Command, Conn, Control, Receivers};
 use crate::error::{AckError, DisconnectReason, Error, panic_message};
@@ -145,7 +147,7 @@ pub(crate) struct Driver<S, R: Runtime> {
     handlers: FuturesUnordered<HandlerTask>,
     max_handlers: usize,
     /// Events read while every handler slot was taken; reading pauses when it is full.
-    backlog: VecDeque<etp_proto::Event>,
+    backlog: VecDeque<Received>,
     max_backlog: usize,
     backlog_bytes: usize,
     writes: VecDeque<Message>,
@@ -534,7 +536,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         self.session.pending_acks() == 0 || self.backlog_bytes >= MAX_BACKLOG_BYTES_WHILE_AWAITING
     }
 
-    fn pop_backlog(&mut self) -> Option<etp_proto::Event> {
+    fn pop_backlog(&mut self) -> Option<Received> {
         let event = self.backlog.pop_front()?;
         self.backlog_bytes -= backlog_cost(&event);
         Some(event)
@@ -554,7 +556,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
 
     /// Runs a received event's handler, or keeps the event until a slot is free.
     #[inline(always)]
-    fn on_event(&mut self, event: etp_proto::Event) {
+    fn on_event(&mut self, event: Received) {
         observe::event_in();
         if self.phase == Phase::Open
             && self.handlers.len() < self.registry.config.handler_concurrency
@@ -590,7 +592,12 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     };
                     self.queue(encoded.into_message());
                 }
-                Output::Event(event) => self.on_event(event),
+                // Not produced here (the driver reads with `Session::receive`), and
+                // handled all the same should that change.
+                Output::Event(event) => self.on_event(Received {
+                    message: EventMessage::new(event.name, event.data),
+                    reply: event.reply,
+                }),
                 Output::AckResolved { ctx, data } => {
                     let _ = ctx.send(Ok(data.unwrap_or_default()));
                 }
@@ -614,31 +621,30 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
         progress
     }
 
-    fn dispatch(&mut self, event: etp_proto::Event) {
-        let etp_proto::Event {
-            name, data, reply, ..
-        } = event;
+    fn dispatch(&mut self, event: Received) {
+        let Received { message, reply } = event;
         // Borrowing the registry and the connection side by side avoids cloning the
         // handler's `Arc` per event.
         let (registry, conn) = (&self.registry, &self.conn);
-        // The name moves into the handler's event. A panic report takes it from the
-        // registered name (a borrow), so only the fallback handler costs a clone.
-        let Some((handler, registered)) = registry.handler(&name) else {
+        let Some((handler, registered)) = registry.handler(message.name()) else {
             if let Some(reply) = reply {
                 let _ = self.session.ack(reply, b"");
             }
             return;
         };
-        let unknown_name = registered.is_none().then(|| name.clone());
+        // The message moves into the handler's event. A panic report takes the name
+        // from the registered name (a borrow), so only the fallback handler keeps a
+        // reference to the message.
+        let unknown = registered.is_none().then(|| message.clone());
         // Most handlers finish without waiting: call and poll once, here, inside one
         // `catch_unwind`, and answer at once without a task. One that waits goes to the
         // task set, which polls it again with a real waker (replacing the no-op waker
         // it saw here).
-        let span = EventSpan::new(&name, reply.as_ref().map(ReplyToken::id));
+        let span = EventSpan::new(message.name(), reply.as_ref().map(ReplyToken::id));
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         let started = span.in_scope(|| {
             std::panic::catch_unwind(AssertUnwindSafe(|| {
-                match handler.call(conn, Event::new(name, data)) {
+                match handler.call(conn, Event::received(message)) {
                     Call::Done(data) => Ok(data),
                     Call::Async(mut future) => match future.as_mut().poll(&mut cx) {
                         Poll::Ready(data) => Ok(data),
@@ -647,9 +653,11 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                 }
             }))
         });
-        let event_name = || match (registered, &unknown_name) {
+        let event_name = || match (registered, &unknown) {
             (Some(registered), _) => Bytes::copy_from_slice(registered),
-            (None, name) => name.clone().unwrap_or_default(),
+            (None, message) => message
+                .as_ref()
+                .map_or_else(Bytes::new, |m| Bytes::copy_from_slice(m.name())),
         };
         match started {
             Ok(Ok(data)) => {
@@ -902,6 +910,6 @@ impl<S, R: Runtime> Drop for Driver<S, R> {
 }
 
 /// What a waiting event counts against the backlog's byte bound.
-fn backlog_cost(event: &etp_proto::Event) -> usize {
-    event.name.len() + event.data.as_ref().map_or(0, Bytes::len) + BACKLOG_EVENT_OVERHEAD
+fn backlog_cost(event: &Received) -> usize {
+    event.message.len() + BACKLOG_EVENT_OVERHEAD
 }

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use etp_proto::EventMessage;
 
 use crate::config::ConnConfig;
 use crate::conn::Conn;
@@ -18,44 +19,52 @@ use crate::error::{DisconnectReason, Error};
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// An event as a handler receives it. Name and data share the received message's
-/// memory.
+/// An event as a handler receives it: name and data read in place from the received
+/// message, which the event holds whole.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Event {
-    name: Bytes,
-    data: Option<Bytes>,
+    message: EventMessage,
 }
 
 impl Event {
-    /// An event from its name and data (`None`: the frame had no data part).
+    /// An event from its name and data (`None`: the frame had no data part). Data
+    /// that is not empty is copied after the name into one buffer, the form received
+    /// events have.
     pub fn new(name: Bytes, data: Option<Bytes>) -> Self {
-        Self { name, data }
+        Self {
+            message: EventMessage::new(name, data),
+        }
+    }
+
+    /// A received event, its message whole.
+    pub(crate) fn received(message: EventMessage) -> Self {
+        Self { message }
     }
 
     /// The event name as bytes.
-    pub fn name_bytes(&self) -> &Bytes {
-        &self.name
+    pub fn name_bytes(&self) -> &[u8] {
+        self.message.name()
     }
 
     /// The event name as text (invalid UTF-8 replaced).
     pub fn name(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.name)
+        String::from_utf8_lossy(self.message.name())
     }
 
     /// The data (empty when the frame had none).
     pub fn data(&self) -> &[u8] {
-        self.data.as_deref().unwrap_or_default()
+        self.message.data_or_empty()
     }
 
     /// True when the frame had a data part (`name||id||data`, even empty), false for
     /// the 2-part form `name||id`.
     pub fn has_data(&self) -> bool {
-        self.data.is_some()
+        self.message.data().is_some()
     }
 
     /// The data as a shared buffer, without copying.
     pub fn into_data(self) -> Bytes {
-        self.data.unwrap_or_default()
+        self.message.into_data().unwrap_or_default()
     }
 }
 
@@ -63,7 +72,7 @@ impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
             .field("name", &self.name())
-            .field("data_len", &self.data.as_ref().map(Bytes::len))
+            .field("data_len", &self.message.data().map(<[u8]>::len))
             .finish()
     }
 }

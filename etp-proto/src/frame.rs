@@ -9,6 +9,7 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::ack_id::{self, AckIdError};
+use crate::output::EventMessage;
 
 /// The separator between the parts of a frame.
 const SEPARATOR: &[u8; 2] = b"||";
@@ -70,7 +71,7 @@ impl Frame {
     /// read, so the cost does not grow with the data length.
     pub fn parse(msg: Bytes) -> Result<Self, FrameError> {
         let layout = Layout::of(&msg, false)?;
-        let (name, data) = layout.split(msg);
+        let (name, data) = layout.message(msg).into_parts();
         Ok(Self {
             name,
             ack_id: layout.ack_id,
@@ -191,17 +192,10 @@ impl Layout {
         Some(msg)
     }
 
-    /// Cuts `msg` (the message this layout was found in) into its name and data.
+    /// `msg` (the message this layout was found in) as an event's message.
     #[inline(always)]
-    pub(crate) fn split(&self, mut msg: Bytes) -> (Bytes, Option<Bytes>) {
-        let name = msg.split_to(self.name_end);
-        // `msg` now starts with the separator and holds the ack id and any data.
-        // Advancing moves the data out without another reference-count bump.
-        let data = self.data_start.map(|start| {
-            msg.advance(start - self.name_end);
-            msg
-        });
-        (name, data)
+    pub(crate) fn message(&self, msg: Bytes) -> EventMessage {
+        EventMessage::from_layout(msg, self.name_end, self.data_start)
     }
 }
 

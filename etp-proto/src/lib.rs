@@ -152,6 +152,6 @@ pub use frame::{
     ACK_PREFIX, Encoding, Frame, FrameError, NameError, encode_ack_reply, encode_event,
     validate_event_name,
 };
-pub use output::{AckFailure, CloseReason, Event, Output, ReplyToken};
+pub use output::{AckFailure, CloseReason, Event, EventMessage, Output, Received, ReplyToken};
 pub use rooms::Rooms;
 pub use session::Session;

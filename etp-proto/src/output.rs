@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 /// One thing for the driver to do, from [`Session::poll_output`](crate::Session::poll_output).
 ///
@@ -75,6 +75,165 @@ impl Event {
     /// The data, empty for both the 2-part form and empty data.
     pub fn data_or_empty(&self) -> &[u8] {
         self.data.as_deref().unwrap_or_default()
+    }
+}
+
+/// An event as [`Session::receive`](crate::Session::receive) returns it: its message
+/// whole, and the token for answering it.
+#[must_use]
+pub struct Received {
+    /// The event's name and data, in their message.
+    pub message: EventMessage,
+    /// Present when the peer asked for an acknowledgement, as in [`Event::reply`].
+    pub reply: Option<ReplyToken>,
+}
+
+impl Received {
+    /// The event with its message cut into name and data: what
+    /// [`Session::handle_message`](crate::Session::handle_message) queues.
+    pub fn into_event(self) -> Event {
+        let (name, data) = self.message.into_parts();
+        Event {
+            name,
+            data,
+            reply: self.reply,
+        }
+    }
+}
+
+impl fmt::Debug for Received {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Received")
+            .field("message", &self.message)
+            .field("reply", &self.reply)
+            .finish()
+    }
+}
+
+/// An event's name and data in one buffer, `name||id[||data]` as received, read in
+/// place.
+///
+/// One buffer is one reference count: cutting the message into a name and a data
+/// `Bytes` ([`into_parts`](Self::into_parts)) costs an atomic increment and, later,
+/// a second atomic decrement, which on small events is a measurable share of a
+/// server's time.
+#[derive(Clone)]
+pub struct EventMessage {
+    bytes: Bytes,
+    name_end: usize,
+    /// Where the data starts; `None` for the 2-part form `name||id`.
+    data_start: Option<usize>,
+}
+
+impl EventMessage {
+    /// A message from a name and data, for events not read from the wire (tests,
+    /// replays). Without data, or with empty data, the name's buffer is kept; other
+    /// data is copied after the name into a new buffer.
+    pub fn new(name: Bytes, data: Option<Bytes>) -> Self {
+        let name_end = name.len();
+        match data {
+            None => Self {
+                bytes: name,
+                name_end,
+                data_start: None,
+            },
+            Some(data) if data.is_empty() => Self {
+                bytes: name,
+                name_end,
+                data_start: Some(name_end),
+            },
+            Some(data) => {
+                let mut bytes = Vec::with_capacity(name_end + data.len());
+                bytes.extend_from_slice(&name);
+                bytes.extend_from_slice(&data);
+                Self {
+                    bytes: Bytes::from(bytes),
+                    name_end,
+                    data_start: Some(name_end),
+                }
+            }
+        }
+    }
+
+    /// A received message and where its parts lie (found by `frame::Layout`).
+    pub(crate) fn from_layout(bytes: Bytes, name_end: usize, data_start: Option<usize>) -> Self {
+        Self {
+            bytes,
+            name_end,
+            data_start,
+        }
+    }
+
+    /// The event name.
+    #[inline]
+    pub fn name(&self) -> &[u8] {
+        &self.bytes[..self.name_end]
+    }
+
+    /// The data: `None` for the 2-part frame `name||id`, `Some` (maybe empty)
+    /// otherwise.
+    #[inline]
+    pub fn data(&self) -> Option<&[u8]> {
+        self.data_start.map(|start| &self.bytes[start..])
+    }
+
+    /// The data, empty for both the 2-part form and empty data.
+    #[inline]
+    pub fn data_or_empty(&self) -> &[u8] {
+        self.data().unwrap_or_default()
+    }
+
+    /// The name's and the data's length together: what the message holds for its
+    /// handler.
+    pub fn len(&self) -> usize {
+        self.name_end + self.data_start.map_or(0, |start| self.bytes.len() - start)
+    }
+
+    /// True when both name and data are empty (never for a received event: its name
+    /// is at least one byte).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The data as a shared buffer, without copying or a reference-count increment.
+    #[inline]
+    pub fn into_data(self) -> Option<Bytes> {
+        let start = self.data_start?;
+        let mut bytes = self.bytes;
+        bytes.advance(start);
+        Some(bytes)
+    }
+
+    /// The name and the data as shared buffers, without copying.
+    pub fn into_parts(self) -> (Bytes, Option<Bytes>) {
+        let mut bytes = self.bytes;
+        let name = bytes.split_to(self.name_end);
+        // `bytes` now starts after the name: advancing moves the data out without
+        // another reference-count increment.
+        let data = self.data_start.map(|start| {
+            bytes.advance(start - self.name_end);
+            bytes
+        });
+        (name, data)
+    }
+}
+
+/// Messages are equal when their names and data are, however they were made.
+impl PartialEq for EventMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name() && self.data() == other.data()
+    }
+}
+
+impl Eq for EventMessage {}
+
+impl fmt::Debug for EventMessage {
+    // Lengths, not payloads, as for `Event`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventMessage")
+            .field("name", &String::from_utf8_lossy(self.name()))
+            .field("data_len", &self.data().map(<[u8]>::len))
+            .finish()
     }
 }
 
@@ -215,5 +374,78 @@ impl fmt::Display for CloseReason {
                 write!(f, "read limited at {} bytes", limit.saturating_add(1))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The three forms a message takes (no data part, empty data, data), made and
+    /// received, read in place and cut, agree.
+    #[test]
+    fn event_messages_read_in_place_what_cutting_gives() {
+        let received = |wire: &'static [u8], name_end, data_start| {
+            EventMessage::from_layout(Bytes::from_static(wire), name_end, data_start)
+        };
+        let cases = [
+            (received(b"ev||0", 2, None), &b"ev"[..], None),
+            (received(b"ev||7||", 2, Some(7)), b"ev", Some(&b""[..])),
+            (
+                received(b"ev||7||data", 2, Some(7)),
+                b"ev",
+                Some(&b"data"[..]),
+            ),
+            (
+                EventMessage::new(Bytes::from_static(b"ev"), None),
+                b"ev",
+                None,
+            ),
+            (
+                EventMessage::new(Bytes::from_static(b"ev"), Some(Bytes::new())),
+                b"ev",
+                Some(&b""[..]),
+            ),
+            (
+                EventMessage::new(Bytes::from_static(b"ev"), Some(Bytes::from_static(b"data"))),
+                b"ev",
+                Some(&b"data"[..]),
+            ),
+        ];
+        for (message, name, data) in cases {
+            assert_eq!(message.name(), name, "{message:?}");
+            assert_eq!(message.data(), data, "{message:?}");
+            assert_eq!(message.data_or_empty(), data.unwrap_or_default());
+            assert_eq!(message.len(), name.len() + data.map_or(0, <[u8]>::len));
+            assert_eq!(message.clone().into_data().as_deref(), data);
+            let (cut_name, cut_data) = message.into_parts();
+            assert_eq!((&cut_name[..], cut_data.as_deref()), (name, data));
+        }
+    }
+
+    /// Received data is handed out without a copy: it points into the message.
+    #[test]
+    fn received_data_shares_the_message() {
+        let wire = Bytes::from_static(b"ev||7||data");
+        let base = wire.as_ptr() as usize;
+        let message = EventMessage::from_layout(wire, 2, Some(7));
+        assert_eq!(
+            message.clone().into_data().unwrap().as_ptr() as usize,
+            base + 7
+        );
+        let (name, data) = message.into_parts();
+        assert_eq!(name.as_ptr() as usize, base);
+        assert_eq!(data.unwrap().as_ptr() as usize, base + 7);
+    }
+
+    /// Equality is by name and data, not by how the message was laid out.
+    #[test]
+    fn event_messages_compare_by_name_and_data() {
+        let made = EventMessage::new(Bytes::from_static(b"ev"), Some(Bytes::from_static(b"x")));
+        let received = EventMessage::from_layout(Bytes::from_static(b"ev||12||x"), 2, Some(8));
+        assert_eq!(made, received);
+        let two_part = EventMessage::from_layout(Bytes::from_static(b"ev||12"), 2, None);
+        let empty = EventMessage::new(Bytes::from_static(b"ev"), Some(Bytes::new()));
+        assert_ne!(two_part, empty);
     }
 }

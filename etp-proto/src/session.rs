@@ -9,7 +9,7 @@ use crate::acks::AckTable;
 use crate::config::Config;
 use crate::error::{ProtocolError, SendError};
 use crate::frame::{self, ACK_PREFIX, Layout};
-use crate::output::{AckFailure, CloseReason, Event, Output, ReplyToken};
+use crate::output::{AckFailure, CloseReason, Output, Received, ReplyToken};
 
 /// Capacity kept for encoding outbound frames; frames are split off it, so one
 /// allocation serves many small frames.
@@ -158,15 +158,16 @@ impl<C> Session<C> {
     /// limit returns [`ProtocolError::MessageTooLarge`] and closes the session.
     /// Messages that arrive after the session closed are ignored.
     pub fn handle_message(&mut self, message: Bytes, now: Instant) -> Result<(), ProtocolError> {
-        if let Some(event) = self.receive(message, now)? {
-            self.outputs.push_back(Output::Event(event));
+        if let Some(received) = self.receive(message, now)? {
+            self.outputs.push_back(Output::Event(received.into_event()));
         }
         Ok(())
     }
 
     /// [`handle_message`](Self::handle_message), except that an event is returned
     /// to the caller instead of being queued as [`Output::Event`]: for drivers that
-    /// dispatch each event as it is read.
+    /// dispatch each event as it is read. The event keeps its message whole
+    /// ([`EventMessage`]); [`Received::into_event`] cuts it as `handle_message` does.
     ///
     /// Everything else is as in `handle_message`: a reply resolves its request (an
     /// [`Output::AckResolved`]), a frame over the read limit closes the session. The
@@ -179,7 +180,7 @@ impl<C> Session<C> {
         &mut self,
         message: Bytes,
         now: Instant,
-    ) -> Result<Option<Event>, ProtocolError> {
+    ) -> Result<Option<Received>, ProtocolError> {
         if !self.open {
             return Ok(None);
         }
@@ -204,8 +205,10 @@ impl<C> Session<C> {
             Some(end) => ReplyToken::from_head(message.slice(..end), layout.name_end, id),
             None => ReplyToken::new(message.slice(..layout.name_end), id),
         });
-        let (name, data) = layout.split(message);
-        Ok(Some(Event { name, data, reply }))
+        Ok(Some(Received {
+            message: layout.message(message),
+            reply,
+        }))
     }
 
     /// Records a pong (or any other sign that the peer is alive) for the keepalive.

@@ -756,7 +756,8 @@ fn received() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #![proptest_config(cases(500))]
 
-    /// `receive` returns exactly the event `handle_message` queues, and queues
+    /// `receive` returns exactly the event `handle_message` queues (its message read in
+    /// place, and cut), and queues
     /// every other output (resolved replies, the close for an oversized message) as
     /// `handle_message` does, with the same result.
     #[test]
@@ -788,8 +789,14 @@ proptest! {
                 prop_assert!(!matches!(output, Output::Event(_)), "receive queued an event");
                 from_receive.push(seen(output));
             }
-            if let Ok(Some(event)) = &b {
-                from_receive.push(seen_event(event));
+            if let Ok(Some(received)) = b {
+                // Read in place, the message holds what cutting it gives.
+                let name = received.message.name().to_vec();
+                let data = received.message.data().map(<[u8]>::to_vec);
+                let event = received.into_event();
+                prop_assert_eq!(&event.name[..], &name[..]);
+                prop_assert_eq!(event.data.as_deref(), data.as_deref());
+                from_receive.push(seen_event(&event));
             }
             prop_assert_eq!(from_queue, from_receive);
         }
