@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use etp_benches::{
     EVENT_NAME, REQUEST_NAME, ack_replies, ack_round_trip, drain, drain_answering, event_message,
-    inbound, payload,
+    inbound, payload, received,
 };
 use etp_proto::{Config, Encoding, Frame, Session, encode_ack_reply, encode_event};
 
@@ -96,6 +96,11 @@ fn session_inbound(c: &mut Criterion) {
                 // `ack(token, b"ok")` and drain its Transmit.
                 inbound(&mut session, black_box(&message).clone(), now);
             });
+        });
+        // The drivers' path: `receive` returns the event, whole, instead of queuing
+        // it cut into name and data.
+        group.bench_function(format!("received_{label}"), |b| {
+            b.iter(|| received(&mut session, black_box(&message).clone(), now));
         });
     }
     group.finish();

@@ -15,7 +15,7 @@ pub mod load;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use etp_proto::{Encoding, Output, Session, encode_ack_reply, encode_event};
+use etp_proto::{Encoding, Output, Received, Session, encode_ack_reply, encode_event};
 
 /// The event name used by the inbound and broadcast benchmarks.
 pub const EVENT_NAME: &[u8] = b"chat";
@@ -105,6 +105,20 @@ pub fn drain_answering<C>(session: &mut Session<C>) -> usize {
 pub fn inbound<C>(session: &mut Session<C>, message: Bytes, now: Instant) -> usize {
     session.handle_message(message, now).expect("valid frame");
     drain_answering(session)
+}
+
+/// Feeds one inbound message as a driver that dispatches events as it reads them
+/// does ([`Session::receive`]): the event's name and data are read in place, a request
+/// is answered with [`REPLY_DATA`], and what the session queued is drained.
+pub fn received<C>(session: &mut Session<C>, message: Bytes, now: Instant) -> usize {
+    let received = session.receive(message, now).expect("valid frame");
+    if let Some(Received { message, reply }) = received {
+        std::hint::black_box((message.name(), message.data()));
+        if let Some(reply) = reply {
+            session.ack(reply, REPLY_DATA).expect("session open");
+        }
+    }
+    drain(session)
 }
 
 /// One acknowledgement round trip on `session`: `emit_with_ack` of `data`, drain (the
