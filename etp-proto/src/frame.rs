@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::ack_id::{self, AckIdError};
 use crate::output::EventMessage;
@@ -180,16 +180,6 @@ impl Layout {
             data_start,
             head_end,
         })
-    }
-
-    /// The data of `msg` (the message this layout was found in), without cutting the
-    /// name off: a reply's name is not needed, and cutting it costs a reference-count
-    /// increment and decrement.
-    #[inline(always)]
-    pub(crate) fn data(&self, mut msg: Bytes) -> Option<Bytes> {
-        let start = self.data_start?;
-        msg.advance(start);
-        Some(msg)
     }
 
     /// `msg` (the message this layout was found in) as an event's message.

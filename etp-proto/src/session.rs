@@ -195,7 +195,8 @@ impl<C> Session<C> {
         let layout = Layout::of(&message, true)?;
         if message.starts_with(ACK_PREFIX) {
             if let Some(ctx) = self.acks.remove(layout.ack_id) {
-                let data = layout.data(message);
+                // A reply's name is not needed: its data is taken without cutting.
+                let data = layout.message(message).into_data();
                 self.outputs.push_back(Output::AckResolved { ctx, data });
             }
             return Ok(None);
