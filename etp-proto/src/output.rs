@@ -80,6 +80,7 @@ impl Event {
 
 /// An event as [`Session::receive`](crate::Session::receive) returns it: its message
 /// whole, and the token for answering it.
+#[derive(Debug)]
 #[must_use]
 pub struct Received {
     /// The event's name and data, in their message.
@@ -98,15 +99,6 @@ impl Received {
             data,
             reply: self.reply,
         }
-    }
-}
-
-impl fmt::Debug for Received {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Received")
-            .field("message", &self.message)
-            .field("reply", &self.reply)
-            .finish()
     }
 }
 
