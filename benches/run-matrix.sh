@@ -8,8 +8,9 @@
 # (async-std) and raw-echo-server (tokio; async-std; and --floor on tokio) on
 # 127.0.0.1, runs every cell of the matrix (ack, pipelined, fire: 1, 16, 256
 # connections; fanout: 1, 16, 256, 1000 members; 64 B and 16 KiB) REPS times,
-# interleaving raw, etp-tokio, etp-async-std, raw-async-std and floor (A B C D E A B
-# C D E ...; floor serves no fanout), then the idle-memory test on fresh servers,
+# interleaving raw, etp-tokio, etp-async-std, raw-async-std, floor and raw-again (A B
+# C D E A' A B ...; floor serves no fanout; raw-again is raw run a second time, the
+# run's noise), then the idle-memory test on fresh servers,
 # then a few runs with the etp client library. raw (tokio) is the reference of every
 # ratio; raw-async-std gives etp-async-std a ratio to its own stack's limit, and floor
 # (the least an etp server must do, see raw-echo-server) what any etp server on this
@@ -122,7 +123,9 @@ bench() {
 }
 
 # cell ARGS...: REPS interleaved repetitions of raw, etp-tokio, etp-async-std,
-# raw-async-std and (except for fanout, which it does not serve) floor.
+# raw-async-std, floor (except for fanout, which it does not serve) and raw-again:
+# the same raw server run once more at the end of the repetition, a control whose
+# ratio to raw is this run's noise (1.00 on a quiet machine).
 cell() {
     echo "cell: $*" >&2
     for _ in $(seq "$REPS"); do
@@ -134,6 +137,7 @@ cell() {
         *" fanout "*) ;;
         *) bench "$RESULTS" floor "$FLOOR_URL" etp "$@" ;;
         esac
+        bench "$RESULTS" raw-again "$RAW_URL" raw "$@"
     done
 }
 
