@@ -167,7 +167,8 @@ impl<C> Session<C> {
     /// [`handle_message`](Self::handle_message), except that an event is returned
     /// to the caller instead of being queued as [`Output::Event`]: for drivers that
     /// dispatch each event as it is read. The event keeps its message whole
-    /// ([`EventMessage`](crate::EventMessage)); [`Received::into_event`] cuts it as `handle_message` does.
+    /// ([`EventMessage`](crate::EventMessage)); [`Received::into_event`] cuts it as
+    /// `handle_message` does.
     ///
     /// Everything else is as in `handle_message`: a reply resolves its request (an
     /// [`Output::AckResolved`]), a frame over the read limit closes the session. The

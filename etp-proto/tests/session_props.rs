@@ -757,9 +757,8 @@ proptest! {
     #![proptest_config(cases(500))]
 
     /// `receive` returns exactly the event `handle_message` queues (its message read in
-    /// place, and cut), and queues
-    /// every other output (resolved replies, the close for an oversized message) as
-    /// `handle_message` does, with the same result.
+    /// place, and cut), and queues every other output (resolved replies, the close for
+    /// an oversized message) as `handle_message` does, with the same result.
     #[test]
     fn receive_returns_the_event_handle_message_would_queue(
         messages in vec(received(), 1..12),
