@@ -5,10 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tungstenite::protocol::Role;
 use etp_driver::Request;
-use etp_driver::handshake::websocket_config;
+use etp_driver::ws::{FuturesIo, WsStream};
 use futures_util::FutureExt;
 
 use crate::Server;
@@ -101,16 +99,7 @@ async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
                 if write_response(&mut stream, &response, false).await.is_err() {
                     return;
                 }
-                let config = websocket_config(server.conn_config());
-                // tungstenite keeps this buffer as its read buffer: give it the
-                // configured capacity, or an empty leftover would mean one frame per
-                // read system call.
-                let mut rest =
-                    Vec::with_capacity(server.conn_config().read_buffer_size.max(head.rest.len()));
-                rest.extend_from_slice(&head.rest);
-                let ws =
-                    WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(config))
-                        .await;
+                let ws = WsStream::server(FuturesIo(stream), &head.rest, server.conn_config());
                 server.serve_connection(ws, request).await;
                 return;
             }

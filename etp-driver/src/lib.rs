@@ -104,6 +104,7 @@ mod outbox;
 mod runtime;
 mod server;
 mod tracker;
+pub mod ws;
 
 #[doc(hidden)]
 pub mod __fuzz;

@@ -33,6 +33,7 @@ pub mod axum;
 mod client;
 mod runtime;
 mod server;
+mod transport;
 mod upgrade;
 
 pub use client::ClientExt;

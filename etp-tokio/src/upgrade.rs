@@ -4,13 +4,12 @@
 use std::net::SocketAddr;
 
 use etp_driver::Request;
-use etp_driver::handshake::websocket_config;
+use etp_driver::ws::WsStream;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::Server;
+use crate::transport::TokioTransport;
 
 /// Answers an upgrade request: `101` and the connection runs in a new task, or the
 /// refusal (426, 405, 400, 403, 503, or the authentication hook's) with a short text
@@ -77,50 +76,24 @@ where
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let config = websocket_config(server.conn_config());
+                let config = server.conn_config();
                 // `Upgraded` is a boxed socket that checks for rewound bytes on every
                 // read: three layers of calls per read and write. When it holds the
                 // plain TCP socket (this crate's server, axum's `serve`), the
                 // connection talks to the socket directly.
                 match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
-                        // Bytes the client sent after its request head. tungstenite
-                        // grows its read buffer from this `Vec`: give it the configured
-                        // capacity, or it reads one frame per call.
-                        let part = (!read_buf.is_empty()).then(|| {
-                            let mut part =
-                                Vec::with_capacity(read_buf.len().max(config.read_buffer_size));
-                            part.extend_from_slice(&read_buf);
-                            part
-                        });
-                        // Even empty, `read_buf` is a view of hyper's 8 KiB read buffer
-                        // and would keep all of it for the life of the connection.
+                        // `read_buf` (bytes the client sent after its request head) is
+                        // a view of hyper's 8 KiB read buffer: copied, so that the
+                        // buffer is not kept for the life of the connection.
+                        let transport = TokioTransport(io.into_inner());
+                        let ws = WsStream::server(transport, &read_buf, config);
                         drop(read_buf);
-                        let io = io.into_inner();
-                        let ws = match part {
-                            None => {
-                                WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
-                                    .await
-                            }
-                            Some(part) => {
-                                WebSocketStream::from_partially_read(
-                                    io,
-                                    part,
-                                    Role::Server,
-                                    Some(config),
-                                )
-                                .await
-                            }
-                        };
                         server.serve_connection(ws, request).await;
                     }
                     Err(upgraded) => {
-                        let ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
-                            Role::Server,
-                            Some(config),
-                        )
-                        .await;
+                        let transport = TokioTransport(TokioIo::new(upgraded));
+                        let ws = WsStream::server(transport, &[], config);
                         server.serve_connection(ws, request).await;
                     }
                 }

@@ -20,6 +20,7 @@
 //!   were dropped (cancelled) and every task finished.
 
 mod exec;
+pub mod framing;
 mod ws;
 
 use std::collections::HashMap;
@@ -34,6 +35,7 @@ use tungstenite::error::{Error as WsError, ProtocolError as WsProtocolError};
 use crate::{AckError, ConnConfig, Event, Server, ServerBuilder, SlowConsumerPolicy};
 
 use exec::{Executor, FuzzRuntime};
+pub use framing::framing;
 use ws::{FakeWs, Peer};
 
 /// Peer request ids at or above this are the program's own (unique); lower ones may
