@@ -1,5 +1,6 @@
-//! etp on async-std: the standalone server and the client (ws, wss, http, https), over
-//! async-tungstenite. The same API as `etp-tokio`, under the same names.
+//! etp on async-std: the standalone server, with etp's own WebSocket framing
+//! ([`etp_driver::ws`]), and the client (ws, wss, http, https) over async-tungstenite.
+//! The same API as `etp-tokio`, under the same names.
 //!
 //! async-std is no longer maintained upstream. This adapter only needs async-std's
 //! executor and the async-io reactor that smol shares, so it also runs under smol (the

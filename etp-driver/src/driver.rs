@@ -36,11 +36,12 @@ use crate::outbox::Outbox;
 use crate::runtime::Runtime;
 
 /// A WebSocket as the driver needs it: a stream of received messages and a sink of
-/// messages to send (tokio-tungstenite's and async-tungstenite's `WebSocketStream`).
+/// messages to send: the servers' [`WsStream`](crate::ws::WsStream), the clients'
+/// tokio-tungstenite or async-tungstenite `WebSocketStream`.
 ///
 /// The driver sends text as a ready, final text frame (`Message::Frame`), which
-/// tungstenite writes exactly like `Message::Text`: its bytes were checked for UTF-8
-/// once, and `Message::Text` would check them again. A sink that is not tungstenite's
+/// both write exactly like `Message::Text`: its bytes were checked for UTF-8
+/// once, and `Message::Text` would check them again. A sink that is neither
 /// can turn such frames back with [`as_received`](crate::as_received).
 pub trait WebSocket:
     Stream<Item = Result<Message, tungstenite::Error>>
@@ -486,7 +487,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     }
                 }
                 Message::Ping(_) => {
-                    // tungstenite queued the pong; it leaves with the next flush.
+                    // The stream queued the pong; it leaves with the next flush.
                     self.session.handle_pong(now);
                     self.needs_flush = true;
                 }
@@ -504,7 +505,7 @@ impl<S: WebSocket, R: Runtime> Driver<S, R> {
                     // never seen and the connection outlives its peer.
                     self.conn.mark_closed();
                     self.peer_closed = true;
-                    // tungstenite queued the echo; it leaves with the next flush.
+                    // The stream queued the echo; it leaves with the next flush.
                     self.needs_flush = true;
                 }
                 Message::Frame(_) => {}

@@ -10,6 +10,7 @@
 //! * [`cluster`]: several servers as one (rooms, broadcasts, emits to any
 //!   connection id) through a broker such as Redis (`etp-redis`).
 //! * [`handshake`]: Go etp's upgrade rules (statuses, messages, origin check).
+//! * [`ws`]: the server's WebSocket framing after the upgrade.
 //!
 //! Applications use the adapters (`etp-tokio`, `etp-async-std`), which add sockets
 //! and name the types without generics.
@@ -23,15 +24,15 @@
 //! | --- | --- | --- | --- |
 //! | request head before the upgrade (adapters' `serve`) | 100 headers, about 400 KiB | fixed (hyper's limits) | `431`/`400`, connection closed |
 //! | time to send the request head | 10 s | [`ServerBuilder::handshake_timeout`] | connection dropped without an answer |
-//! | socket read buffer | 4 KiB | [`ConnConfig::read_buffer_size`] | reads that much per system call |
-//! | one inbound message (frames, or assembled from fragments) | 1 MiB | `read_limit` | close 1009, [`DisconnectReason::ReadLimit`] |
+//! | socket read buffer | 4 KiB | [`ConnConfig::read_buffer_size`] | reads that much per system call (the server up to 64 KiB while a larger frame arrives) |
+//! | one inbound message (frames, or assembled from fragments) | 1 MiB | `read_limit` | close 1009, [`DisconnectReason::ReadLimit`]; the server refuses from the frame header, before the payload is read |
 //! | handlers running at once | 64 | `handler_concurrency` | events wait in the backlog |
 //! | events waiting for a handler (backlog) | `max(handler_concurrency, 16)` events; while an acknowledgement is awaited, reading goes on up to 1 MiB of waiting events (so the reply is not stuck behind them) | fixed | the connection stops reading the socket: TCP backpressure stalls the peer |
 //! | acknowledgements awaited (pending acks) | 1024 | `max_pending_acks` | `emit_with_ack` fails with [`EmitError::TooManyPendingAcks`] |
 //! | how long each ack is awaited | 30 s | `ack_timeout`, or per call | [`AckError::TimedOut`] |
 //! | bytes queued to send (emits, replies, broadcasts) | 4 MiB | `outbound_limit` | the [`SlowConsumerPolicy`]: close 1008 (default) or refuse the frame ([`EmitError::QueueFull`]) |
-//! | bytes handed to the socket but not yet written | 256 KiB in the driver, then 4 MiB in tungstenite's write buffer | fixed | the driver stops taking new work until the socket drains |
-//! | pongs owed to a peer's pings | one (tungstenite keeps only the latest) | fixed | older pongs are replaced |
+//! | bytes handed to the socket but not yet written | 256 KiB in the driver, then 8 KiB and one message in the server's [`ws::WsStream`] (4 MiB in tungstenite's write buffer on the client) | fixed | the driver stops taking new work until the socket drains |
+//! | pongs owed to a peer's pings | one (only the latest ping's pong is kept) | fixed | older pongs are replaced |
 //! | a silent or half-open peer | none by default | `keepalive(interval, idle_timeout)` | close 1001, [`DisconnectReason::IdleTimeout`] |
 //! | a close the peer never answers | 5 s | [`ConnConfig::close_timeout`] | connection dropped, [`DisconnectReason::CloseTimedOut`] |
 //! | shutdown | the timeout given to [`Server::shutdown`] | per call | remaining connections dropped |

@@ -4,7 +4,7 @@
 //! target in `fuzz/seeds/<target>/`: hand-written edge cases, a few coverage-diverse
 //! inputs kept from long fuzzing runs, and every input that ever reproduced a bug. This
 //! test feeds each of those files to the same checker the fuzz target calls
-//! (`etp_driver::__fuzz::driver`), so a regression
+//! (`etp_driver::__fuzz::driver` and `etp_driver::__fuzz::framing`), so a regression
 //! that a seed catches fails CI without nightly or libFuzzer.
 //!
 //! A missing or empty seed directory fails the test (a moved directory must not turn
@@ -88,4 +88,9 @@ fn replay(target: &str, check: fn(&[u8])) {
 #[test]
 fn driver_seeds() {
     replay("driver", etp_driver::__fuzz::driver);
+}
+
+#[test]
+fn framing_seeds() {
+    replay("framing", etp_driver::__fuzz::framing);
 }

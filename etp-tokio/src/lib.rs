@@ -1,5 +1,6 @@
 //! etp on tokio: the server (standalone, inside hyper, or mounted in axum) and the
-//! client (ws, wss, http, https), over tokio-tungstenite.
+//! client (ws, wss, http, https). The server speaks WebSocket with etp's own framing
+//! ([`etp_driver::ws`]) after hyper's upgrade; the client with tokio-tungstenite.
 //!
 //! ```no_run
 //! use etp_tokio::{ClientExt, Conn, Event, Server, ServerExt, Client};
