@@ -33,7 +33,23 @@ pub trait Transport: Send + Unpin + 'static {
 /// A socket with the `futures-io` traits (async-std's, smol's, async-io's) as a
 /// [`Transport`].
 #[derive(Debug)]
-pub struct FuturesIo<T>(pub T);
+pub struct FuturesIo<T> {
+    io: T,
+    /// Zeroed once, at the first read: `futures-io` reads into initialised memory only,
+    /// and copying what a read returned costs less than zeroing the read's room in the
+    /// buffer before every read (most reads return a few frames, or nothing).
+    scratch: Vec<u8>,
+}
+
+impl<T> FuturesIo<T> {
+    /// Wraps `io`.
+    pub fn new(io: T) -> Self {
+        Self {
+            io,
+            scratch: Vec::new(),
+        }
+    }
+}
 
 impl<T> Transport for FuturesIo<T>
 where
@@ -45,10 +61,22 @@ where
         buf: &mut BytesMut,
         max: usize,
     ) -> Poll<io::Result<usize>> {
+        if self.scratch.is_empty() {
+            // The first read asks for the usual read size.
+            self.scratch = vec![0; max];
+        }
+        if max <= self.scratch.len() {
+            let polled = Pin::new(&mut self.io).poll_read(cx, &mut self.scratch[..max]);
+            if let Poll::Ready(Ok(read)) = polled {
+                buf.extend_from_slice(&self.scratch[..read.min(max)]);
+            }
+            return polled;
+        }
+        // A large frame arriving: read into the buffer itself, zeroing the room first,
+        // rather than keep a scratch that large.
         let len = buf.len();
-        // `futures-io` reads into initialised memory only: zero what may be read.
         buf.resize(len + max, 0);
-        let polled = Pin::new(&mut self.0).poll_read(cx, &mut buf[len..]);
+        let polled = Pin::new(&mut self.io).poll_read(cx, &mut buf[len..]);
         let read = match polled {
             Poll::Ready(Ok(read)) => read.min(max),
             _ => 0,
@@ -58,14 +86,60 @@ where
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.io).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(
+        io: &mut FuturesIo<futures_util::io::Cursor<Vec<u8>>>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> usize {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match io.poll_read_buf(&mut cx, buf, max) {
+            Poll::Ready(Ok(read)) => read,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_append_through_the_scratch_or_directly_when_larger() {
+        let data: Vec<u8> = (0..=255).cycle().take(10_000).collect();
+        let mut io = FuturesIo::new(futures_util::io::Cursor::new(data.clone()));
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        assert_eq!(
+            read(&mut io, &mut buf, 100),
+            100,
+            "the first read sizes the scratch"
+        );
+        assert_eq!(
+            read(&mut io, &mut buf, 60),
+            60,
+            "a smaller read uses it too"
+        );
+        assert_eq!(
+            read(&mut io, &mut buf, 5_000),
+            5_000,
+            "a larger one reads directly"
+        );
+        assert_eq!(read(&mut io, &mut buf, 100), 100);
+        assert_eq!(buf.len(), 4 + 5_260);
+        assert_eq!(&buf[..4], b"kept");
+        assert_eq!(&buf[4..], &data[..5_260]);
+        assert_eq!(read(&mut io, &mut buf, 5_000), 4_740);
+        assert_eq!(read(&mut io, &mut buf, 100), 0, "the end of the stream");
+        assert_eq!(buf.len(), 4 + 10_000);
     }
 }
