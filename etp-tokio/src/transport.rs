@@ -25,6 +25,7 @@ where
     ) -> Poll<io::Result<usize>> {
         // `read_buf`'s future holds no state of its own: polling a fresh one is one
         // `poll_read` into the spare capacity.
+        buf.reserve(max);
         let mut limited = buf.limit(max);
         std::pin::pin!(self.0.read_buf(&mut limited)).poll(cx)
     }

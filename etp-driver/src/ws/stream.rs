@@ -208,7 +208,6 @@ impl<T: Transport> Stream for WsStream<T> {
                 .decoder
                 .wanted(this.read.len())
                 .clamp(this.read_size, MAX_READ.max(this.read_size));
-            this.read.reserve(max);
             match ready!(this.io.poll_read_buf(cx, &mut this.read, max)) {
                 Ok(0) => {
                     this.read_failed = true;

@@ -11,8 +11,8 @@ use futures_io::{AsyncRead, AsyncWrite};
 /// [`WsStream`](super::WsStream) speaks WebSocket over. The adapters implement it for
 /// their runtime's sockets; [`FuturesIo`] covers every `futures-io` socket.
 pub trait Transport: Send + Unpin + 'static {
-    /// Reads what is ready, appending at most `max` bytes to `buf` (whose spare
-    /// capacity is at least `max`). `Ok(0)` is the end of the stream.
+    /// Reads what is ready, appending at most `max` bytes to `buf` and growing it as
+    /// needed. `Ok(0)` is the end of the stream.
     fn poll_read_buf(
         &mut self,
         cx: &mut Context<'_>,
@@ -67,7 +67,12 @@ where
         }
         if max <= self.scratch.len() {
             let polled = Pin::new(&mut self.io).poll_read(cx, &mut self.scratch[..max]);
-            if let Poll::Ready(Ok(read)) = polled {
+            if let Poll::Ready(Ok(read)) = polled
+                && read > 0
+            {
+                // The buffer grows only when data came: an idle connection keeps
+                // just the scratch.
+                buf.reserve(max);
                 buf.extend_from_slice(&self.scratch[..read.min(max)]);
             }
             return polled;
