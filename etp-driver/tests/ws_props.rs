@@ -5,28 +5,13 @@
 use std::pin::Pin;
 use std::task::Poll;
 
-use etp_driver::__fuzz::framing::{poll_once, server_stream};
+use etp_driver::__fuzz::framing::{client_frame, poll_once, server_stream};
 use futures_util::Stream;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, Utf8Bytes};
-
-/// One frame as a client sends it: masked with `mask`.
-fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
 
 /// A message to send: text or binary, its payload, how many fragments, and whether a
 /// ping goes between its first and second fragment.

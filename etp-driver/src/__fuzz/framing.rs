@@ -102,6 +102,28 @@ pub fn poll_once<T>(poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
     ))
 }
 
+/// One frame as a client sends it: masked with `mask`, the length in the shortest
+/// encoding.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n => match u16::try_from(n) {
+            Ok(n) => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Err(_) => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        },
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
 /// The server stream over `input`, read `chunk` bytes at a time, with `limit`.
 pub fn server_stream(input: Vec<u8>, chunk: usize, limit: usize) -> WsStream<MemTransport> {
     let mut config = ConnConfig::default();

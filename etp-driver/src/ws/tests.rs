@@ -11,28 +11,14 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tungstenite::{Message, Utf8Bytes};
 
 use super::WsStream;
-use crate::__fuzz::framing::{MemTransport, poll_once, server_stream};
+use crate::__fuzz::framing::{self, MemTransport, poll_once, server_stream};
 use crate::ConnConfig;
 
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// A frame as a client sends it: masked.
 fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    out
+    framing::client_frame(fin, opcode, payload, MASK)
 }
 
 fn text(s: &str) -> Message {
