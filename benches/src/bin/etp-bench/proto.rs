@@ -87,10 +87,6 @@ impl Proto {
         }
     }
 
-    pub(crate) fn mode(&self) -> Mode {
-        self.mode
-    }
-
     /// The payload (for the library client).
     pub(crate) fn payload(&self) -> &str {
         &self.payload
