@@ -120,17 +120,16 @@ impl Decoder {
             frame::PONG => Message::Pong(payload.freeze()),
             frame::CLOSE => Message::Close(close_frame(payload)?),
             frame::CONTINUATION => {
-                let Some((_, partial)) = self.partial.as_mut() else {
+                // `check` lets a continuation through only after a message began.
+                let Some((text, mut partial)) = self.partial.take() else {
                     return Err(ProtocolError::UnexpectedContinueFrame.into());
                 };
                 partial.extend_from_slice(&payload);
                 if !header.fin {
+                    self.partial = Some((text, partial));
                     return Ok(None);
                 }
-                let Some((text, whole)) = self.partial.take() else {
-                    return Ok(None);
-                };
-                data_message(text, whole)?
+                data_message(text, partial)?
             }
             opcode => {
                 let text = opcode == frame::TEXT;

@@ -140,17 +140,27 @@ impl<T: Transport> WsStream<T> {
         self.out.extend_from_slice(parts[1]);
     }
 
-    fn encode_close(&mut self, frame: Option<&CloseFrame>) -> Result<(), Error> {
-        let Some(frame) = frame else {
-            self.encode(true, frame::CLOSE, [&[], &[]]);
-            return Ok(());
-        };
-        if 2 + frame.reason.len() > MAX_CONTROL_PAYLOAD {
+    /// Appends a control frame, which must be final and at most 125 bytes long (RFC
+    /// 6455, 5.5).
+    fn encode_control(&mut self, fin: bool, opcode: u8, parts: [&[u8]; 2]) -> Result<(), Error> {
+        if !fin {
+            return Err(ProtocolError::FragmentedControlFrame.into());
+        }
+        if parts[0].len() + parts[1].len() > MAX_CONTROL_PAYLOAD {
             return Err(ProtocolError::ControlFrameTooBig.into());
         }
-        let code = u16::from(frame.code).to_be_bytes();
-        self.encode(true, frame::CLOSE, [&code, frame.reason.as_bytes()]);
+        self.encode(true, opcode, parts);
         Ok(())
+    }
+
+    fn encode_close(&mut self, frame: Option<&CloseFrame>) -> Result<(), Error> {
+        match frame {
+            None => self.encode_control(true, frame::CLOSE, [&[], &[]]),
+            Some(frame) => {
+                let code = u16::from(frame.code).to_be_bytes();
+                self.encode_control(true, frame::CLOSE, [&code, frame.reason.as_bytes()])
+            }
+        }
     }
 
     /// Notes what a received message means for the connection: pings are answered,
@@ -255,17 +265,8 @@ impl<T: Transport> Sink<Message> for WsStream<T> {
         match &message {
             Message::Text(text) => this.encode(true, frame::TEXT, [text.as_bytes(), &[]]),
             Message::Binary(data) => this.encode(true, frame::BINARY, [data, &[]]),
-            Message::Ping(data) | Message::Pong(data) => {
-                if data.len() > MAX_CONTROL_PAYLOAD {
-                    return Err(ProtocolError::ControlFrameTooBig.into());
-                }
-                let opcode = if matches!(message, Message::Ping(_)) {
-                    frame::PING
-                } else {
-                    frame::PONG
-                };
-                this.encode(true, opcode, [data, &[]]);
-            }
+            Message::Ping(data) => this.encode_control(true, frame::PING, [data, &[]])?,
+            Message::Pong(data) => this.encode_control(true, frame::PONG, [data, &[]])?,
             Message::Close(frame) => {
                 this.encode_close(frame.as_ref())?;
                 this.pong = None;
@@ -273,13 +274,12 @@ impl<T: Transport> Sink<Message> for WsStream<T> {
             }
             Message::Frame(frame) => {
                 let header = frame.header();
+                let parts = [frame.payload(), &[]];
                 let opcode = u8::from(header.opcode);
-                if matches!(header.opcode, OpCode::Control(_))
-                    && (frame.payload().len() > MAX_CONTROL_PAYLOAD || !header.is_final)
-                {
-                    return Err(ProtocolError::ControlFrameTooBig.into());
+                match header.opcode {
+                    OpCode::Control(_) => this.encode_control(header.is_final, opcode, parts)?,
+                    OpCode::Data(_) => this.encode(header.is_final, opcode, parts),
                 }
-                this.encode(header.is_final, opcode, [frame.payload(), &[]]);
             }
         }
         Ok(())

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures_util::{Sink, Stream};
 use tungstenite::error::{CapacityError, Error, ProtocolError};
 use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tungstenite::{Message, Utf8Bytes};
 
@@ -334,6 +335,12 @@ fn frames_are_written_with_the_shortest_length_encoding() {
     assert!(matches!(
         send(&mut ws, Message::Ping(vec![0; 126].into())),
         Err(Error::Protocol(ProtocolError::ControlFrameTooBig))
+    ));
+    let mut fragmented_ping = Frame::ping(Bytes::new());
+    fragmented_ping.header_mut().is_final = false;
+    assert!(matches!(
+        send(&mut ws, Message::Frame(fragmented_ping)),
+        Err(Error::Protocol(ProtocolError::FragmentedControlFrame))
     ));
 }
 
