@@ -55,9 +55,14 @@ pub(crate) struct Proto {
     fire: Message,
     /// What follows the timestamp in a publish.
     publish_pad: String,
+    /// `echo||`.
+    echo_prefix: String,
+    // `name||` of each answer and of a delivery: a message is recognised by its
+    // known head, without searching for the separator.
     ack_echo: Vec<u8>,
     ack_getcount: Vec<u8>,
     ack_join: Vec<u8>,
+    msg: Vec<u8>,
 }
 
 impl Proto {
@@ -81,9 +86,11 @@ impl Proto {
             publish_pad: filler(payload_len.saturating_sub(header)),
             payload,
             fire,
-            ack_echo: format!("__ack_{EV_ECHO}").into_bytes(),
-            ack_getcount: format!("__ack_{EV_GETCOUNT}").into_bytes(),
+            echo_prefix: format!("{EV_ECHO}||"),
+            ack_echo: format!("__ack_{EV_ECHO}||").into_bytes(),
+            ack_getcount: format!("__ack_{EV_GETCOUNT}||").into_bytes(),
             ack_join: format!("__ack_{EV_JOIN}||").into_bytes(),
+            msg: format!("{EV_MSG}||").into_bytes(),
         }
     }
 
@@ -97,8 +104,16 @@ impl Proto {
     pub(crate) fn request(&self, id: u64) -> Message {
         match self.mode {
             Mode::Etp => {
-                let mut text = String::with_capacity(self.payload.len() + 32);
-                let _ = write!(text, "{EV_ECHO}||{id}||");
+                // Exactly the length, without `fmt`: a message whose buffer is full
+                // becomes `Bytes` without a second allocation, and formatting the id
+                // through `fmt` cost the generator more than the server's whole decode.
+                let mut digits = [0u8; 20];
+                let digits = decimal(id, &mut digits);
+                let len = self.echo_prefix.len() + digits.len() + 2 + self.payload.len();
+                let mut text = String::with_capacity(len);
+                text.push_str(&self.echo_prefix);
+                text.push_str(digits);
+                text.push_str("||");
                 text.push_str(&self.payload);
                 Message::text(text)
             }
@@ -111,10 +126,8 @@ impl Proto {
     pub(crate) fn reply_id(&self, data: &[u8]) -> Result<Option<u64>, String> {
         match self.mode {
             Mode::Etp => {
-                let (name, id, rest) = split_frame(data)?;
-                if name != self.ack_echo {
-                    return Err(unexpected(data));
-                }
+                let (id, rest) =
+                    after_head(data, &self.ack_echo).ok_or_else(|| unexpected(data))?;
                 if rest.map_or(0, <[u8]>::len) != self.payload.len() {
                     return Err(format!("echo of the wrong length: {}", unexpected(data)));
                 }
@@ -147,10 +160,11 @@ impl Proto {
     pub(crate) fn count(&self, data: &[u8]) -> Result<Option<u64>, String> {
         let digits = match self.mode {
             Mode::Etp => {
-                let (name, _, rest) = split_frame(data)?;
-                if name != self.ack_getcount {
+                if !data.starts_with(&self.ack_getcount) {
                     return Ok(None);
                 }
+                let (_, rest) =
+                    after_head(data, &self.ack_getcount).ok_or_else(|| unexpected(data))?;
                 rest.unwrap_or_default()
             }
             Mode::Raw => match data.split_first() {
@@ -197,10 +211,7 @@ impl Proto {
     pub(crate) fn delivery(&self, data: &[u8]) -> Result<u64, String> {
         let rest = match self.mode {
             Mode::Etp => {
-                let (name, _, rest) = split_frame(data)?;
-                if name != EV_MSG.as_bytes() {
-                    return Err(unexpected(data));
-                }
+                let (_, rest) = after_head(data, &self.msg).ok_or_else(|| unexpected(data))?;
                 rest.unwrap_or_default()
             }
             Mode::Raw => match data.split_first() {
@@ -214,23 +225,31 @@ impl Proto {
     }
 }
 
-/// A parsed frame: name, ack id, data (absent in the 2-part form).
-type Frame<'a> = (&'a [u8], u64, Option<&'a [u8]>);
-
-/// `name||id[||data]`: scans only the prefix, as etp does.
-fn split_frame(data: &[u8]) -> Result<Frame<'_>, String> {
-    let sep = find_sep(data).ok_or_else(|| unexpected(data))?;
-    let (name, after) = (&data[..sep], &data[sep + 2..]);
-    let (id, rest) = match find_sep(after) {
-        Some(at) => (&after[..at], Some(&after[at + 2..])),
-        None => (after, None),
-    };
-    let id = parse_u64(id).ok_or_else(|| unexpected(data))?;
-    Ok((name, id, rest))
+/// The id and the data (absent in the 2-part form) of `name||id[||data]` whose
+/// `name||` is `head`; `None` for another name or a malformed id.
+fn after_head<'a>(data: &'a [u8], head: &[u8]) -> Option<(u64, Option<&'a [u8]>)> {
+    let after = data.strip_prefix(head)?;
+    let digits = after.iter().take_while(|d| d.is_ascii_digit()).count();
+    let id = parse_u64(&after[..digits])?;
+    match &after[digits..] {
+        [] => Some((id, None)),
+        [b'|', b'|', data @ ..] => Some((id, Some(data))),
+        _ => None,
+    }
 }
 
-fn find_sep(data: &[u8]) -> Option<usize> {
-    data.windows(2).position(|w| w == b"||")
+/// The decimal digits of `n`, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 fn parse_u64(digits: &[u8]) -> Option<u64> {
@@ -293,6 +312,35 @@ mod tests {
         let delivered = [b"msg||0||".as_slice(), &publish[8..]].concat();
         assert_eq!(proto.delivery(&delivered), Ok(123));
         assert_eq!(bytes(proto.fire()).len(), 10 + 64);
+    }
+
+    #[test]
+    fn ids_and_separators_at_their_edges() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), "0");
+        assert_eq!(decimal(10, &mut buf), "10");
+        assert_eq!(decimal(u64::MAX, &mut buf), u64::MAX.to_string());
+        let proto = Proto::new(Mode::Etp, 0);
+        assert!(bytes(proto.request(u64::MAX)).ends_with(b"||18446744073709551615||"));
+        assert_eq!(after_head(b"x||12", b"x||"), Some((12, None)));
+        assert_eq!(
+            after_head(b"x||12||", b"x||"),
+            Some((12, Some(b"".as_slice())))
+        );
+        assert_eq!(
+            after_head(b"x||1||a||b", b"x||"),
+            Some((1, Some(b"a||b".as_slice())))
+        );
+        // Not the name, no id, an id that ends in another byte, an id past u64.
+        assert_eq!(after_head(b"xy||1", b"x||"), None);
+        assert_eq!(after_head(b"x||", b"x||"), None);
+        assert_eq!(after_head(b"x||1|2", b"x||"), None);
+        assert_eq!(after_head(b"x||18446744073709551616", b"x||"), None);
+        assert!(proto.reply_id(b"__ack_getcount||1||").is_err());
+        assert_eq!(
+            proto.count(b"__ack_getcount||1"),
+            Err(unexpected(b"__ack_getcount||1"))
+        );
     }
 
     #[test]
