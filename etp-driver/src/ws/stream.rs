@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, Stream};
 use tungstenite::error::{Error, ProtocolError};
-use tungstenite::protocol::frame::coding::OpCode;
+use tungstenite::protocol::frame::coding::{Control, OpCode};
 use tungstenite::{Message, protocol::CloseFrame};
 
 use super::decoder::Decoder;
@@ -163,6 +163,12 @@ impl<T: Transport> WsStream<T> {
         }
     }
 
+    /// Our close frame is queued: no pong follows it, and nothing else may.
+    fn closing(&mut self) {
+        self.pong = None;
+        self.state = State::ClosedByUs;
+    }
+
     /// Notes what a received message means for the connection: pings are answered,
     /// the peer's close is echoed.
     fn on_received(&mut self, message: &Message) {
@@ -269,15 +275,20 @@ impl<T: Transport> Sink<Message> for WsStream<T> {
             Message::Pong(data) => this.encode_control(true, frame::PONG, [data, &[]])?,
             Message::Close(frame) => {
                 this.encode_close(frame.as_ref())?;
-                this.pong = None;
-                this.state = State::ClosedByUs;
+                this.closing();
             }
             Message::Frame(frame) => {
                 let header = frame.header();
                 let parts = [frame.payload(), &[]];
                 let opcode = u8::from(header.opcode);
                 match header.opcode {
-                    OpCode::Control(_) => this.encode_control(header.is_final, opcode, parts)?,
+                    OpCode::Control(control) => {
+                        this.encode_control(header.is_final, opcode, parts)?;
+                        // A close is a close however it was built.
+                        if control == Control::Close {
+                            this.closing();
+                        }
+                    }
                     OpCode::Data(_) => this.encode(header.is_final, opcode, parts),
                 }
             }

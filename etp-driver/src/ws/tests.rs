@@ -270,26 +270,32 @@ fn a_close_of_one_byte_or_with_a_reason_that_is_not_utf8_ends_the_stream() {
 
 #[test]
 fn after_our_close_messages_are_read_until_the_answer_and_nothing_more_is_sent() {
-    let input = concat(&[
-        client_frame(true, 0x1, b"in flight"),
-        client_frame(true, 0x8, b""),
-    ]);
-    let mut ws = server_stream(input, 64, 1000);
-    let close = CloseFrame {
+    let close = || CloseFrame {
         code: CloseCode::Away,
         reason: "going".into(),
     };
-    send(&mut ws, Message::Close(Some(close))).unwrap();
-    assert!(matches!(
-        send(&mut ws, text("late")),
-        Err(Error::Protocol(ProtocolError::SendAfterClosing))
-    ));
-    flush(&mut ws);
-    assert_eq!(ws.get_mut().written, b"\x88\x07\x03\xe9going");
-    assert_eq!(message(&mut ws), text("in flight"));
-    assert_eq!(message(&mut ws), Message::Close(None));
-    assert!(next(&mut ws).is_none());
-    assert_eq!(ws.get_mut().written.len(), 9, "no second close");
+    // The driver sends `Message::Close`; a close built as a frame closes as well.
+    for our_close in [
+        Message::Close(Some(close())),
+        Message::Frame(Frame::close(Some(close()))),
+    ] {
+        let input = concat(&[
+            client_frame(true, 0x1, b"in flight"),
+            client_frame(true, 0x8, b""),
+        ]);
+        let mut ws = server_stream(input, 64, 1000);
+        send(&mut ws, our_close).unwrap();
+        assert!(matches!(
+            send(&mut ws, text("late")),
+            Err(Error::Protocol(ProtocolError::SendAfterClosing))
+        ));
+        flush(&mut ws);
+        assert_eq!(ws.get_mut().written, b"\x88\x07\x03\xe9going");
+        assert_eq!(message(&mut ws), text("in flight"));
+        assert_eq!(message(&mut ws), Message::Close(None));
+        assert!(next(&mut ws).is_none());
+        assert_eq!(ws.get_mut().written.len(), 9, "no second close");
+    }
 }
 
 #[test]

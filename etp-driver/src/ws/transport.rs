@@ -39,14 +39,20 @@ pub struct FuturesIo<T> {
     /// and copying what a read returned costs less than zeroing the read's room in the
     /// buffer before every read (most reads return a few frames, or nothing).
     scratch: Vec<u8>,
+    scratch_len: usize,
 }
 
 impl<T> FuturesIo<T> {
-    /// Wraps `io`.
-    pub fn new(io: T) -> Self {
+    /// Wraps `io`. Reads of up to `scratch_len` bytes go through a scratch buffer of
+    /// that size, kept for the connection's life; larger ones (a large frame arriving)
+    /// go straight into the read buffer. Give it the read size of the
+    /// [`ConnConfig`](crate::ConnConfig) (`read_buffer_size`): its size is fixed here
+    /// rather than by the first read, which may be for a large frame.
+    pub fn new(io: T, scratch_len: usize) -> Self {
         Self {
             io,
             scratch: Vec::new(),
+            scratch_len,
         }
     }
 }
@@ -61,11 +67,10 @@ where
         buf: &mut BytesMut,
         max: usize,
     ) -> Poll<io::Result<usize>> {
-        if self.scratch.is_empty() {
-            // The first read asks for the usual read size.
-            self.scratch = vec![0; max];
-        }
-        if max <= self.scratch.len() {
+        if max <= self.scratch_len {
+            if self.scratch.is_empty() {
+                self.scratch = vec![0; self.scratch_len];
+            }
             let polled = Pin::new(&mut self.io).poll_read(cx, &mut self.scratch[..max]);
             if let Poll::Ready(Ok(read)) = polled
                 && read > 0
@@ -122,28 +127,31 @@ mod tests {
     #[test]
     fn reads_append_through_the_scratch_or_directly_when_larger() {
         let data: Vec<u8> = (0..=255).cycle().take(10_000).collect();
-        let mut io = FuturesIo::new(futures_util::io::Cursor::new(data.clone()));
+        let mut io = FuturesIo::new(futures_util::io::Cursor::new(data.clone()), 100);
         let mut buf = BytesMut::from(&b"kept"[..]);
-        assert_eq!(
-            read(&mut io, &mut buf, 100),
-            100,
-            "the first read sizes the scratch"
-        );
-        assert_eq!(
-            read(&mut io, &mut buf, 60),
-            60,
-            "a smaller read uses it too"
-        );
         assert_eq!(
             read(&mut io, &mut buf, 5_000),
             5_000,
-            "a larger one reads directly"
+            "a read larger than the scratch goes straight into the buffer"
         );
-        assert_eq!(read(&mut io, &mut buf, 100), 100);
-        assert_eq!(buf.len(), 4 + 5_260);
+        assert!(io.scratch.is_empty(), "and does not size the scratch");
+        assert_eq!(
+            read(&mut io, &mut buf, 100),
+            100,
+            "a read at its size uses it"
+        );
+        assert_eq!(io.scratch.len(), 100);
+        assert_eq!(read(&mut io, &mut buf, 60), 60, "as does a smaller one");
+        assert_eq!(
+            read(&mut io, &mut buf, 101),
+            101,
+            "one byte more reads directly"
+        );
+        assert_eq!(io.scratch.len(), 100);
+        assert_eq!(buf.len(), 4 + 5_261);
         assert_eq!(&buf[..4], b"kept");
-        assert_eq!(&buf[4..], &data[..5_260]);
-        assert_eq!(read(&mut io, &mut buf, 5_000), 4_740);
+        assert_eq!(&buf[4..], &data[..5_261]);
+        assert_eq!(read(&mut io, &mut buf, 5_000), 4_739);
         assert_eq!(read(&mut io, &mut buf, 100), 0, "the end of the stream");
         assert_eq!(buf.len(), 4 + 10_000);
     }
