@@ -10,7 +10,8 @@
 # (raw-echo-server), floor or floor-async-std (raw-echo-server --floor: the least an
 # etp server must do); WORKLOAD is fire, pipelined or ack (16 connections, 64 B, k=16).
 # OPS defaults to 50000, PORT to 9150. SERVER_FLAGS adds arguments to the server's
-# command line (etp-bench-server --keepalive, for instance).
+# command line (etp-bench-server --keepalive, for instance); CONNS (16) sets the
+# number of connections.
 #
 # instructions: the server runs under callgrind with one worker thread; a first run
 # of 5,000 operations warms it up (connections, buffers), the counters are zeroed,
@@ -31,6 +32,7 @@ SERVER=${3:?tokio, async-std, raw, raw-async-std, floor or floor-async-std}
 WORKLOAD=${4:?fire, pipelined or ack}
 OPS=${5:-50000}
 PORT=${6:-9150}
+CONNS=${CONNS:-16}
 OUT=${OUT:-target/etp-bench/profile}
 mkdir -p "$OUT"
 
@@ -74,11 +76,11 @@ wait_port() {
 # load OPS: one bounded run of the workload.
 load() {
     timeout 600 "$BIN/etp-bench" --url "ws://127.0.0.1:$PORT/ws" --mode "$MODE" \
-        --workload "$WORKLOAD" --conns 16 --payload 64 --k 16 --warmup 0s \
+        --workload "$WORKLOAD" --conns "$CONNS" --payload 64 --k 16 --warmup 0s \
         --duration 500s --max-ops "$1" >/dev/null
 }
 
-TAG=$SERVER.$WORKLOAD.$(basename "$BIN")
+TAG=$SERVER.$WORKLOAD.$CONNS.$(basename "$BIN")
 case $WHAT in
 instructions)
     FILE=$OUT/callgrind.$TAG.out

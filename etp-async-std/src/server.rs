@@ -99,9 +99,7 @@ async fn serve_tcp(server: Server, mut stream: TcpStream, remote: SocketAddr) {
                 if write_response(&mut stream, &response, false).await.is_err() {
                     return;
                 }
-                let config = server.conn_config();
-                let io = FuturesIo::new(stream, config.read_buffer_size);
-                let ws = WsStream::server(io, &head.rest, config);
+                let ws = WsStream::server(FuturesIo::new(stream), &head.rest, server.conn_config());
                 server.serve_connection(ws, request).await;
                 return;
             }

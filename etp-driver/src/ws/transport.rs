@@ -1,5 +1,6 @@
 //! The byte stream under a WebSocket, as the codec needs it.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -35,26 +36,25 @@ pub trait Transport: Send + Unpin + 'static {
 #[derive(Debug)]
 pub struct FuturesIo<T> {
     io: T,
-    /// Zeroed once, at the first read: `futures-io` reads into initialised memory only,
-    /// and copying what a read returned costs less than zeroing the read's room in the
-    /// buffer before every read (most reads return a few frames, or nothing).
-    scratch: Vec<u8>,
-    scratch_len: usize,
 }
 
 impl<T> FuturesIo<T> {
-    /// Wraps `io`. Reads of up to `scratch_len` bytes go through a scratch buffer of
-    /// that size, kept for the connection's life; larger ones (a large frame arriving)
-    /// go straight into the read buffer. Give it the read size of the
-    /// [`ConnConfig`](crate::ConnConfig) (`read_buffer_size`): its size is fixed here
-    /// rather than by the first read, which may be for a large frame.
-    pub fn new(io: T, scratch_len: usize) -> Self {
-        Self {
-            io,
-            scratch: Vec::new(),
-            scratch_len,
-        }
+    /// Wraps `io`.
+    pub fn new(io: T) -> Self {
+        Self { io }
     }
+}
+
+/// Reads of up to this many bytes go through the thread's scratch.
+const SCRATCH_LEN: usize = 64 * 1024;
+
+thread_local! {
+    /// Zeroed once per thread: `futures-io` reads into initialised memory only, and
+    /// copying what a read returned costs less than zeroing the read's room in the
+    /// buffer before every read (most reads return a few frames, or nothing). One per
+    /// thread rather than per connection: a read copies out of it before it returns,
+    /// so connections never hold it, and many connections share one warm buffer.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl<T> Transport for FuturesIo<T>
@@ -67,23 +67,30 @@ where
         buf: &mut BytesMut,
         max: usize,
     ) -> Poll<io::Result<usize>> {
-        if max <= self.scratch_len {
-            if self.scratch.is_empty() {
-                self.scratch = vec![0; self.scratch_len];
+        if max <= SCRATCH_LEN {
+            let through_scratch = SCRATCH.try_with(|scratch| {
+                // Taken only if `io` is itself a transport reading through it.
+                let mut scratch = scratch.try_borrow_mut().ok()?;
+                if scratch.is_empty() {
+                    scratch.resize(SCRATCH_LEN, 0);
+                }
+                let polled = Pin::new(&mut self.io).poll_read(cx, &mut scratch[..max]);
+                if let Poll::Ready(Ok(read)) = polled
+                    && read > 0
+                {
+                    // The buffer grows only when data came: an idle connection keeps
+                    // no read buffer.
+                    buf.reserve(max);
+                    buf.extend_from_slice(&scratch[..read.min(max)]);
+                }
+                Some(polled)
+            });
+            if let Ok(Some(polled)) = through_scratch {
+                return polled;
             }
-            let polled = Pin::new(&mut self.io).poll_read(cx, &mut self.scratch[..max]);
-            if let Poll::Ready(Ok(read)) = polled
-                && read > 0
-            {
-                // The buffer grows only when data came: an idle connection keeps
-                // just the scratch.
-                buf.reserve(max);
-                buf.extend_from_slice(&self.scratch[..read.min(max)]);
-            }
-            return polled;
         }
-        // A large frame arriving: read into the buffer itself, zeroing the room first,
-        // rather than keep a scratch that large.
+        // A read larger than the scratch (a read buffer configured larger), or no
+        // scratch to be had: read into the buffer itself, zeroing the room first.
         let len = buf.len();
         buf.resize(len + max, 0);
         let polled = Pin::new(&mut self.io).poll_read(cx, &mut buf[len..]);
@@ -126,33 +133,32 @@ mod tests {
 
     #[test]
     fn reads_append_through_the_scratch_or_directly_when_larger() {
-        let data: Vec<u8> = (0..=255).cycle().take(10_000).collect();
-        let mut io = FuturesIo::new(futures_util::io::Cursor::new(data.clone()), 100);
+        let data: Vec<u8> = (0..=255).cycle().take(2 * SCRATCH_LEN + 171).collect();
+        let mut io = FuturesIo::new(futures_util::io::Cursor::new(data.clone()));
         let mut buf = BytesMut::from(&b"kept"[..]);
+        assert_eq!(read(&mut io, &mut buf, 100), 100, "through the scratch");
+        let sized = SCRATCH.with(|scratch| scratch.borrow().len());
+        assert_eq!(sized, SCRATCH_LEN, "sized once, at its first use");
         assert_eq!(
-            read(&mut io, &mut buf, 5_000),
-            5_000,
-            "a read larger than the scratch goes straight into the buffer"
+            read(&mut io, &mut buf, SCRATCH_LEN),
+            SCRATCH_LEN,
+            "at its size"
         );
-        assert!(io.scratch.is_empty(), "and does not size the scratch");
         assert_eq!(
-            read(&mut io, &mut buf, 100),
-            100,
-            "a read at its size uses it"
+            read(&mut io, &mut buf, SCRATCH_LEN + 1),
+            SCRATCH_LEN + 1,
+            "one byte more goes straight into the buffer"
         );
-        assert_eq!(io.scratch.len(), 100);
-        assert_eq!(read(&mut io, &mut buf, 60), 60, "as does a smaller one");
-        assert_eq!(
-            read(&mut io, &mut buf, 101),
-            101,
-            "one byte more reads directly"
-        );
-        assert_eq!(io.scratch.len(), 100);
-        assert_eq!(buf.len(), 4 + 5_261);
-        assert_eq!(&buf[..4], b"kept");
-        assert_eq!(&buf[4..], &data[..5_261]);
-        assert_eq!(read(&mut io, &mut buf, 5_000), 4_739);
+        // With the scratch taken (a transport read inside another), reads go
+        // straight into the buffer too.
+        let nested = SCRATCH.with(|scratch| {
+            let _taken = scratch.borrow_mut();
+            read(&mut io, &mut buf, 60)
+        });
+        assert_eq!(nested, 60);
+        assert_eq!(read(&mut io, &mut buf, 100), 10, "the rest");
         assert_eq!(read(&mut io, &mut buf, 100), 0, "the end of the stream");
-        assert_eq!(buf.len(), 4 + 10_000);
+        assert_eq!(&buf[..4], b"kept");
+        assert_eq!(&buf[4..], &data[..]);
     }
 }
